@@ -1,0 +1,176 @@
+"""Incremental audio encoders: float32 chunks in, response bytes out, as they are made.
+
+Handlers create one encoder per response. Streaming responses write whatever ``encode``
+returns straight away, so compressed formats leave the server chunk by chunk; WAV streams
+start with a header whose sizes say "unknown length" (what streaming players expect), while
+a whole (non-streamed) WAV gets exact sizes. Compressed formats go through PyAV (FFmpeg),
+writing into a non-seekable sink so muxers never wait for the end to emit data.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Literal, Protocol
+
+import av
+import numpy as np
+
+from voice_inference import audio
+
+AudioFormat = Literal["wav", "pcm", "mp3", "opus", "flac", "aac"]
+
+CONTENT_TYPES: dict[str, str] = {
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "flac": "audio/flac",
+    "aac": "audio/aac",
+}
+
+# container, codec, bit rate, output rate (None: the input's). Opus only runs at 48 kHz;
+# Ogg pages are flushed every 100 ms instead of every second, so Opus streams promptly.
+_AV_FORMATS: dict[str, tuple[str, str, int | None, int | None]] = {
+    "mp3": ("mp3", "libmp3lame", 128_000, None),
+    "opus": ("ogg", "libopus", 64_000, 48_000),
+    "flac": ("flac", "flac", None, None),
+    "aac": ("adts", "aac", 128_000, None),
+}
+
+_UNKNOWN_SIZE = 0xFFFFFFFF
+
+
+class Encoder(Protocol):
+    content_type: str
+
+    def encode(self, samples: np.ndarray) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+def create(fmt: AudioFormat, sample_rate: int, *, streaming: bool) -> Encoder:
+    """An encoder for one response in ``fmt`` of mono audio at ``sample_rate``."""
+    if fmt == "pcm":
+        return PcmEncoder()
+    if fmt == "wav":
+        return WavEncoder(sample_rate, streaming=streaming)
+    return AvEncoder(fmt, sample_rate, streaming=streaming)
+
+
+def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
+    """A 44-byte PCM16 mono WAV header; ``None`` marks a stream of unknown length."""
+    data_size = _UNKNOWN_SIZE if data_bytes is None else data_bytes
+    riff_size = _UNKNOWN_SIZE if data_bytes is None else 36 + data_bytes
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", riff_size, b"WAVE", b"fmt ", 16, 1, 1,
+        sample_rate, sample_rate * 2, 2, 16, b"data", data_size,
+    )  # fmt: skip
+
+
+class PcmEncoder:
+    """Raw little-endian signed 16-bit samples, no header."""
+
+    content_type = CONTENT_TYPES["pcm"]
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        return audio.to_pcm16(samples)
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class WavEncoder:
+    """PCM16 WAV: header first when streaming, or one exact file at ``finish``."""
+
+    content_type = CONTENT_TYPES["wav"]
+
+    def __init__(self, sample_rate: int, *, streaming: bool) -> None:
+        self.sample_rate = sample_rate
+        self.streaming = streaming
+        self._header_sent = False
+        self._buffer: list[bytes] = []
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        pcm = audio.to_pcm16(samples)
+        if not self.streaming:
+            self._buffer.append(pcm)
+            return b""
+        if not self._header_sent:
+            self._header_sent = True
+            return wav_header(self.sample_rate, None) + pcm
+        return pcm
+
+    def finish(self) -> bytes:
+        if self.streaming:
+            return b"" if self._header_sent else wav_header(self.sample_rate, None)
+        data = b"".join(self._buffer)
+        return wav_header(self.sample_rate, len(data)) + data
+
+
+class _Sink:
+    """A write-only file for FFmpeg's muxer; exposes no seek, so output is never rewritten.
+
+    Streamed responses need that: bytes already sent cannot be patched. Whole responses use
+    a seekable buffer instead, so muxers can fill in lengths (FLAC's total sample count).
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+class AvEncoder:
+    """Compressed formats through PyAV; PyAV's codec context resizes frames for the codec."""
+
+    def __init__(self, fmt: str, in_rate: int, *, streaming: bool) -> None:
+        container, codec, bit_rate, out_rate = _AV_FORMATS[fmt]
+        out_rate = out_rate or in_rate
+        self.content_type = CONTENT_TYPES[fmt]
+        self.in_rate = in_rate
+        self.streaming = streaming
+        self._sink = _Sink()
+        self._file: _Sink | io.BytesIO = self._sink if streaming else io.BytesIO()
+        options = {"page_duration": "100000"} if container == "ogg" else {}
+        self._container = av.open(self._file, mode="w", format=container, options=options)
+        self._stream = self._container.add_stream(codec, rate=out_rate, layout="mono")
+        if bit_rate:
+            self._stream.bit_rate = bit_rate
+        self._resampler = av.AudioResampler(format=self._stream.format, layout="mono", rate=out_rate)
+        self._finished = False
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
+        )
+        frame.sample_rate = self.in_rate
+        for resampled in self._resampler.resample(frame):
+            self._mux(resampled)
+        return self._sink.drain()  # always empty for whole responses: they are in self._file
+
+    def finish(self) -> bytes:
+        if not self._finished:
+            self._finished = True
+            for resampled in self._resampler.resample(None):
+                self._mux(resampled)
+            self._mux(None)  # flush the codec
+            self._container.close()
+        if isinstance(self._file, io.BytesIO):
+            return self._file.getvalue()
+        return self._sink.drain()
+
+    def _mux(self, frame: av.AudioFrame | None) -> None:
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)

@@ -1,0 +1,1 @@
+"""voice_operator: the kopf operator that turns VoiceService objects into serving GPU pods."""
