@@ -1,0 +1,35 @@
+"""Probes, metrics and the API description: ``/health/live``, ``/health/ready``,
+``/metrics``, ``/openapi.json``. Always open, even when API keys are required.
+
+Live means the process serves HTTP; ready means the engine is loaded and warmed up (a
+kubelet sends traffic only then), so ``/health/ready`` answers 503 until that moment.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from voice_inference import openapi, synthesis
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    services = request.app[synthesis.SERVICES]
+    scheduler = services.scheduler
+    body = {"status": "ready" if scheduler.ready else "loading", "engine": scheduler.engine.name}
+    if scheduler.load_error:
+        body.update(status="failed", error=scheduler.load_error)
+    return web.json_response(body, status=200 if scheduler.ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[synthesis.SERVICES].metrics.registry
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())

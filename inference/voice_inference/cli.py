@@ -1,0 +1,58 @@
+"""The ``voice-inference`` command: ``serve`` runs the HTTP server.
+
+Settings come from ``VOICE_*`` environment variables; ``--host``/``--port`` override them.
+A bad setting is reported as one readable line per field and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from voice_inference.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voice-inference", description="voice-service inference server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", help="address to listen on (VOICE_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (VOICE_PORT)")
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        return _serve(args)
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {key: value for key in ("host", "port") if (value := getattr(args, key)) is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = f"VOICE_{field.upper()}" if field else "settings"
+            print(f"voice-inference: invalid setting {name}: {error['msg']}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    from voice_inference.app import build_app  # after settings: a bad setting fails fast
+
+    try:
+        app = build_app(settings)
+    except Exception as exc:
+        print(f"voice-inference: cannot start: {exc}", file=sys.stderr)
+        return 2
+    # handler_cancellation: a client that disconnects cancels its handler, which cancels its job.
+    web.run_app(app, host=settings.host, port=settings.port, handler_cancellation=True, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Running one synthesis for an HTTP handler: limits, references, the scheduler, the response.
+
+Both dialects (``api_tts`` for Fish Audio's ``/v1/tts``, ``api_openai`` for OpenAI's
+``/v1/audio/speech``) turn their body into an ``engines.base.SynthesisRequest`` and call
+``respond``. This module owns what they share: text limits, reference voices, admission
+(429/503), whole vs streamed responses, timeouts, cancellation when the client goes away, and
+the synthesis metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from aiohttp import web
+
+from voice_inference import audio, encoders, voices
+from voice_inference.engines import base
+from voice_inference.errors import ApiError
+from voice_inference.metrics import Metrics
+from voice_inference.scheduler import NotReady, QueueFull, Scheduler
+from voice_inference.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What handlers need, built once by ``app.build_app`` and kept on the app."""
+
+    settings: Settings
+    scheduler: Scheduler
+    store: voices.VoiceStore
+    metrics: Metrics
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def check_text(text: str, settings: Settings, *, field: str) -> str:
+    if not text.strip():
+        raise ApiError(400, "empty_text", f"{field} is empty or only whitespace", field=field)
+    if len(text) > settings.max_text_length:
+        raise ApiError(
+            413, "text_too_long",
+            f"{field} has {len(text)} characters; the limit is {settings.max_text_length}", field=field,
+        )  # fmt: skip
+    return text
+
+
+async def inline_reference(data: bytes, text: str, settings: Settings, *, field: str) -> base.Reference:
+    """Decode an inline reference (off the event loop) and check its length."""
+    try:
+        samples, rate = await asyncio.to_thread(audio.decode, data)
+    except audio.AudioDecodeError as exc:
+        raise ApiError(400, "invalid_audio", f"{field}: {exc}", field=field) from None
+    check_reference_length(samples, rate, settings, field=field)
+    key = "inline:" + hashlib.sha256(data + b"\0" + text.encode()).hexdigest()[:24]
+    return base.Reference(key=key, audio=samples, sample_rate=rate, text=text)
+
+
+def check_reference_length(samples: np.ndarray, rate: int, settings: Settings, *, field: str) -> None:
+    seconds = audio.duration_seconds(samples, rate)
+    if seconds > settings.max_reference_seconds:
+        raise ApiError(
+            413, "reference_too_long",
+            f"{field} is {seconds:.1f} s long; the limit is {settings.max_reference_seconds:g} s", field=field,
+        )  # fmt: skip
+
+
+async def stored_reference(store: voices.VoiceStore, voice_id: str, *, field: str) -> base.Reference:
+    """A stored voice by id; an unknown id is a 404, never a silent fallback voice."""
+    voice = await get_voice(store, voice_id, field=field)
+    return base.Reference(
+        key=f"voice:{voice.id}:{voice.revision}", audio=voice.samples, sample_rate=voice.sample_rate, text=voice.text
+    )
+
+
+async def get_voice(store: voices.VoiceStore, voice_id: str, *, field: str) -> voices.StoredVoice:
+    with store_errors(voice_id, field=field):
+        return await store.get(voice_id)
+
+
+@contextlib.contextmanager
+def store_errors(voice_id: str | None, *, field: str | None) -> Iterator[None]:
+    """Voice-store exceptions as API errors. A backend failure fails this request only."""
+    try:
+        yield
+    except voices.InvalidVoice as exc:
+        raise ApiError(400, "invalid_voice", str(exc), field=field) from None
+    except voices.VoiceNotFound:
+        raise ApiError(404, "voice_not_found", f"voice {voice_id!r} does not exist", field=field) from None
+    except voices.ReadOnlyStore:
+        raise ApiError(405, "read_only_storage", "voice storage is read-only", headers={"Allow": "GET"}) from None
+    except Exception as exc:
+        log.warning("voice store failed (voice %r): %s", voice_id, exc)
+        raise ApiError(503, "voice_storage_unavailable", f"voice storage failed: {exc}") from None
+
+
+def submit(services: Services, request: base.SynthesisRequest):  # -> scheduler.Job
+    try:
+        return services.scheduler.submit(request)
+    except QueueFull as exc:
+        retry = str(services.settings.retry_after_seconds)
+        raise ApiError(429, "queue_full", f"server is busy: {exc}; retry later", headers={"Retry-After": retry}) from None
+    except NotReady as exc:
+        raise ApiError(503, "not_ready", f"engine is not ready: {exc}", headers={"Retry-After": "5"}) from None
+
+
+async def respond(
+    http_request: web.Request,
+    services: Services,
+    request: base.SynthesisRequest,
+    fmt: encoders.AudioFormat,
+    *,
+    streaming: bool,
+    sse: bool = False,
+    gain_db: float = 0.0,
+) -> web.StreamResponse:
+    """Synthesize and answer: one whole file, a streamed body, or (OpenAI) server-sent events."""
+    started = time.perf_counter()
+    job = submit(services, request)
+    sample_rate = services.scheduler.sample_rate
+    encoder = encoders.create(fmt, sample_rate, streaming=streaming or sse)
+    stats = _Stats(services.metrics, started, sample_rate)
+    content_type = "text/event-stream" if sse else encoder.content_type
+    response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+    try:
+        async with asyncio.timeout(services.settings.request_timeout_seconds):
+            chunks = _gained(_counted(job, stats), gain_db)
+            if sse:
+                return await _sse(http_request, response, chunks, encoder, stats)
+            if streaming:
+                return await _stream(http_request, response, chunks, encoder, stats)
+            body = b"".join([encoder.encode(chunk) async for chunk in chunks]) + encoder.finish()
+            stats.first_bytes()
+            return web.Response(body=body, content_type=encoder.content_type)
+    except (TimeoutError, base.EngineError) as exc:
+        if response.prepared:
+            # Headers and audio are out: the status cannot change. Cut the connection so the
+            # client sees a broken stream rather than a clean, silently truncated one.
+            log.warning("stream aborted after it started: %s", exc or "timeout")
+            if http_request.transport is not None:
+                http_request.transport.close()
+            return response
+        if isinstance(exc, TimeoutError):
+            raise ApiError(504, "timeout", "synthesis took longer than the request timeout") from None
+        raise ApiError(500, "synthesis_failed", str(exc)) from None
+    finally:
+        job.cancel()  # no-op when finished; stops the engine when the client left or we failed
+        stats.done()
+
+
+async def _stream(
+    http_request: web.Request,
+    response: web.StreamResponse,
+    chunks: AsyncIterator[np.ndarray],
+    encoder: encoders.Encoder,
+    stats: "_Stats",
+) -> web.StreamResponse:
+    # Wait for the first audio before sending headers, so an early failure is still a JSON error.
+    iterator = aiter(chunks)
+    first = await anext(iterator, None)
+    response.enable_chunked_encoding()
+    await response.prepare(http_request)
+    if first is not None:
+        await _write(response, encoder.encode(first), stats)
+    async for chunk in iterator:
+        await _write(response, encoder.encode(chunk), stats)
+    await _write(response, encoder.finish(), stats)
+    await response.write_eof()
+    return response
+
+
+async def _sse(
+    http_request: web.Request,
+    response: web.StreamResponse,
+    chunks: AsyncIterator[np.ndarray],
+    encoder: encoders.Encoder,
+    stats: "_Stats",
+) -> web.StreamResponse:
+    """OpenAI's ``stream_format: sse``: base64 audio deltas, then a done event."""
+    iterator = aiter(chunks)
+    first = await anext(iterator, None)
+    await response.prepare(http_request)
+
+    async def send(event: dict[str, object]) -> None:
+        await response.write(f"data: {json.dumps(event)}\n\n".encode())
+
+    async def delta(data: bytes) -> None:
+        if data:
+            await send({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+            stats.first_bytes()
+
+    if first is not None:
+        await delta(encoder.encode(first))
+    async for chunk in iterator:
+        await delta(encoder.encode(chunk))
+    await delta(encoder.finish())
+    await send({"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}})
+    await response.write_eof()
+    return response
+
+
+async def _write(response: web.StreamResponse, data: bytes, stats: "_Stats") -> None:
+    if data:
+        await response.write(data)
+        stats.first_bytes()
+
+
+async def _counted(job: AsyncIterator[np.ndarray], stats: "_Stats") -> AsyncIterator[np.ndarray]:
+    async for chunk in job:
+        stats.samples += chunk.shape[0]
+        yield chunk
+
+
+async def _gained(chunks: AsyncIterator[np.ndarray], gain_db: float) -> AsyncIterator[np.ndarray]:
+    factor = np.float32(10 ** (gain_db / 20))
+    async for chunk in chunks:
+        yield chunk * factor if gain_db else chunk
+
+
+class _Stats:
+    """Time to first audio byte, audio produced and real-time factor of one response."""
+
+    def __init__(self, metrics: Metrics, started: float, sample_rate: int) -> None:
+        self.metrics = metrics
+        self.started = started
+        self.sample_rate = sample_rate
+        self.samples = 0
+        self._first_sent = False
+
+    def first_bytes(self) -> None:
+        if not self._first_sent:
+            self._first_sent = True
+            self.metrics.ttfb.observe(time.perf_counter() - self.started)
+
+    def done(self) -> None:
+        seconds = self.samples / self.sample_rate
+        if seconds > 0:
+            self.metrics.audio_seconds.inc(seconds)
+            self.metrics.rtf.observe((time.perf_counter() - self.started) / seconds)
