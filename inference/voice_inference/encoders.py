@@ -152,6 +152,8 @@ class AvEncoder:
         self._finished = False
 
     def encode(self, samples: np.ndarray) -> bytes:
+        if samples.size == 0:  # FFmpeg rejects empty frames; an empty chunk adds nothing
+            return self._sink.drain()
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
         )

@@ -80,6 +80,7 @@ class Scheduler:
         self._waiting: collections.deque[Job] = collections.deque()
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._running: Job | None = None
         self.ready = False
         self.load_error: str | None = None
 
@@ -104,8 +105,10 @@ class Scheduler:
 
     async def close(self) -> None:
         self.ready = False
-        for job in self._waiting:
+        for job in list(self._waiting):  # cancel() removes the job from the deque
             job.cancel()
+        if self._running is not None:  # stop the engine at its next chunk, not the job's end
+            self._running.cancel()
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
@@ -142,9 +145,11 @@ class Scheduler:
             job = self._waiting.popleft()
             self.metrics.queue_depth.set(len(self._waiting))
             self.metrics.in_flight.inc()
+            self._running = job
             try:
                 await loop.run_in_executor(self._executor, self._generate, job)
             finally:
+                self._running = None
                 self.metrics.in_flight.dec()
 
     def _generate(self, job: Job) -> None:

@@ -7,16 +7,19 @@ operator: it renders them into the pod's environment.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Provider = Literal["s1_mini", "mock"]
 Device = Literal["auto", "cuda", "cpu"]
 Precision = Literal["auto", "bfloat16", "float16", "float32"]
 ReferenceStorage = Literal["local", "huggingface", "s3"]
+HfRepoType = Literal["dataset", "model"]
+S3AddressingStyle = Literal["auto", "path", "virtual"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 CommaList = Annotated[list[str], NoDecode]
@@ -46,6 +49,25 @@ class Settings(BaseSettings):
     reference_storage: ReferenceStorage = "local"
     reference_path: Path = Path("references")
     max_reference_seconds: float = Field(30.0, gt=0, le=600)
+    # Remote voice storage (huggingface, s3): a bounded local cache, and how long to wait on the backend.
+    reference_cache_path: Path | None = Field(None, description="Default: <tmp>/voice-service/reference-cache.")
+    reference_cache_max_bytes: int = Field(512 * 1024 * 1024, ge=0, description="0: keep nothing on disk.")
+    reference_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # VOICE_REFERENCE_STORAGE=huggingface: voices are <id>/<name>.wav + <name>.lab in a Hub repo.
+    reference_hf_repo: str | None = Field(None, description="owner/name")
+    reference_hf_repo_type: HfRepoType = "dataset"
+    reference_hf_revision: str = "main"
+    reference_hf_path: str = Field("", description="Folder inside the repo that holds the voices.")
+    reference_hf_token: SecretStr | None = None
+    reference_hf_token_file: Path | None = Field(None, description="A file holding the token, e.g. a mounted Secret.")
+    reference_hf_endpoint: str | None = Field(None, description="Default: huggingface_hub's (HF_ENDPOINT).")
+    reference_hf_refresh_seconds: float = Field(30.0, ge=0, description="How often to look for a new commit.")
+    # VOICE_REFERENCE_STORAGE=s3: credentials come from the standard AWS chain (env, files, IRSA, IMDS).
+    reference_s3_bucket: str | None = None
+    reference_s3_prefix: str = ""
+    reference_s3_endpoint_url: str | None = Field(None, description="For MinIO and other S3-compatible stores.")
+    reference_s3_region: str | None = None
+    reference_s3_addressing_style: S3AddressingStyle = "auto"
 
     # Scheduler and limits
     queue_size: int = Field(16, ge=1, le=10_000, description="Requests waiting beyond the one in progress.")
@@ -73,11 +95,48 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("api_keys_file", "reference_hf_token_file")
+    @classmethod
+    def _api_keys_file_exists(cls, value: Path | None) -> Path | None:
+        # A field validator, so the error names VOICE_API_KEYS_FILE (cli prints the field).
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} does not exist or is not a file")
+        return value
+
+    @field_validator(
+        "reference_hf_repo", "reference_hf_endpoint", "reference_hf_token", "reference_s3_bucket",
+        "reference_s3_endpoint_url", "reference_s3_region", "reference_hf_token_file", "reference_cache_path",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Rendered manifests often carry VAR="" for "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
-    def _api_keys_file_exists(self) -> "Settings":
-        if self.api_keys_file is not None and not self.api_keys_file.is_file():
-            raise ValueError(f"api_keys_file {self.api_keys_file} does not exist or is not a file")
+    def _reference_storage_complete(self) -> "Settings":
+        if self.reference_storage == "s3" and not self.reference_s3_bucket:
+            raise ValueError("VOICE_REFERENCE_STORAGE=s3 needs VOICE_REFERENCE_S3_BUCKET")
+        if self.reference_storage == "huggingface":
+            repo = self.reference_hf_repo or ""
+            if repo.count("/") != 1 or not all(repo.split("/")):
+                raise ValueError("VOICE_REFERENCE_STORAGE=huggingface needs VOICE_REFERENCE_HF_REPO as owner/name")
+        if self.reference_hf_token is not None and self.reference_hf_token_file is not None:
+            raise ValueError("set VOICE_REFERENCE_HF_TOKEN or VOICE_REFERENCE_HF_TOKEN_FILE, not both")
         return self
+
+    def load_hf_token(self) -> str | None:
+        """The Hub token from the setting or its file; None lets huggingface_hub use its own (HF_TOKEN)."""
+        if self.reference_hf_token is not None:
+            return self.reference_hf_token.get_secret_value().strip() or None
+        if self.reference_hf_token_file is not None:
+            return self.reference_hf_token_file.read_text(encoding="utf-8").strip() or None
+        return None
+
+    def reference_cache_dir(self) -> Path:
+        if self.reference_cache_path is not None:
+            return self.reference_cache_path
+        return Path(tempfile.gettempdir()) / "voice-service" / "reference-cache"
 
     def load_api_keys(self) -> frozenset[str]:
         """The accepted keys: the inline list plus non-empty lines of the key file."""

@@ -36,12 +36,12 @@ def split_text(text: str, max_chars: int) -> list[str]:
 
 
 def _split_long(sentence: str, max_chars: int) -> list[str]:
-    """Break one over-long sentence on spaces (or hard, for text without spaces)."""
+    """Break one over-long sentence on whitespace (or hard, for text without spaces)."""
     if len(sentence) <= max_chars:
         return [sentence]
     pieces: list[str] = []
     current = ""
-    for word in sentence.split(" "):
+    for word in sentence.split():  # any whitespace: un-normalized text keeps newlines and tabs
         while len(word) > max_chars:
             if current:
                 pieces.append(current)

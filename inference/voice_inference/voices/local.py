@@ -1,0 +1,127 @@
+"""The local-directory voice store (``VOICE_REFERENCE_STORAGE=local``, the default).
+
+Created by ``voices.create_store``; called by the voices API and ``reference_id`` lookups.
+
+Layout (the same as Fish Audio's server uses, so existing folders work):
+``<root>/<voice id>/<name>.wav`` with the transcript in ``<name>.lab`` beside it, and our
+``meta.json`` (creation time, revision). Writes build the whole voice in a temporary folder
+and rename it into place, so a crash never leaves a half-written voice that reads as valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from voice_inference.voices import base
+
+log = logging.getLogger(__name__)
+
+
+class LocalVoiceStore(base.VoiceStore):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def list(self) -> list[base.StoredVoice]:
+        return await asyncio.to_thread(self._list)
+
+    async def get(self, voice_id: str) -> base.StoredVoice:
+        return await asyncio.to_thread(self._read, base.validate_id(voice_id))
+
+    async def put(self, voice_id: str, samples: np.ndarray, sample_rate: int, text: str) -> base.StoredVoice:
+        base.validate_id(voice_id)
+        base.check_new_voice(samples, sample_rate, text)
+        return await asyncio.to_thread(self._write, voice_id, samples, sample_rate, text)
+
+    async def delete(self, voice_id: str) -> None:
+        await asyncio.to_thread(self._delete, base.validate_id(voice_id))
+
+    # Blocking parts, run on a worker thread.
+
+    def _list(self) -> list[base.StoredVoice]:
+        if not self.root.is_dir():
+            return []
+        voices = []
+        for entry in sorted(self.root.iterdir()):
+            if entry.is_dir() and base.VOICE_ID.match(entry.name):
+                try:
+                    voices.append(self._read(entry.name))
+                except base.VoiceNotFound:
+                    continue
+                except base.CorruptVoice as exc:
+                    log.warning("skipping voice %r: %s", entry.name, exc)  # one bad folder never fails the list
+        return voices
+
+    def _read(self, voice_id: str) -> base.StoredVoice:
+        folder = self.root / voice_id
+        names = [path.name for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
+        audio_name, transcript_name = base.pick_voice_files(names)
+        if audio_name is None:
+            raise base.VoiceNotFound(voice_id)
+        if transcript_name is None:
+            raise base.CorruptVoice(
+                f"stored voice {voice_id!r} has no transcript: expected {Path(audio_name).stem}.lab beside {audio_name}"
+            )
+        audio_file = folder / audio_name
+        text = (folder / transcript_name).read_text(encoding="utf-8")
+        meta = _read_meta(folder / "meta.json")
+        created = meta.get("created_at") or base.iso(dt.datetime.fromtimestamp(audio_file.stat().st_mtime, dt.UTC))
+        voice = base.decode_voice(voice_id, audio_file.read_bytes(), text, created_at=created, revision="")
+        revision = meta.get("revision") or base.revision_of(voice.samples, voice.text)
+        return base.StoredVoice(voice.id, voice.text, voice.samples, voice.sample_rate, created, revision)
+
+    def _write(self, voice_id: str, samples: np.ndarray, sample_rate: int, text: str) -> base.StoredVoice:
+        self.root.mkdir(parents=True, exist_ok=True)
+        voice = base.StoredVoice(
+            voice_id, text, samples, sample_rate, base.now_iso(), base.revision_of(samples, text)
+        )
+        staging = self.root / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            soundfile.write(staging / "reference.wav", samples, sample_rate, subtype="PCM_16")
+            (staging / "reference.lab").write_text(text, encoding="utf-8")
+            meta = {"created_at": voice.created_at, "revision": voice.revision}
+            (staging / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+            _fsync_dir(staging)
+            target = self.root / voice_id
+            if target.exists():  # replace: move the old one aside first, then swap in
+                trash = self.root / f".trash-{uuid.uuid4().hex}"
+                os.rename(target, trash)
+                os.rename(staging, target)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return voice
+
+    def _delete(self, voice_id: str) -> None:
+        target = self.root / voice_id
+        if not target.is_dir():
+            raise base.VoiceNotFound(voice_id)
+        trash = self.root / f".trash-{uuid.uuid4().hex}"
+        os.rename(target, trash)  # atomic: readers see the voice or nothing
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _read_meta(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _fsync_dir(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())

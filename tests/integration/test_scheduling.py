@@ -1,0 +1,105 @@
+"""The scheduler seen over HTTP: streaming really streams, a full queue answers 429 with
+Retry-After, a client that goes away frees the engine, slow synthesis times out, and the
+server reports ready only after the engine is loaded and warmed up.
+
+The mock engine's per-chunk cost (``VOICE_MOCK_CHUNK_COST_MS``) makes generation take real
+time, so the order of events can be checked through ``/metrics`` without timing asserts.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+
+from tests import metrics_scrape
+from tests.servers import ServerProcess
+
+LONG_TEXT = "This sentence takes a while to say out loud. " * 6  # about 30 chunks of audio
+
+
+def test_stream_sends_first_audio_before_the_last_is_made(start_server) -> None:
+    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
+    body = {"text": LONG_TEXT, "streaming": True, "format": "wav"}
+    with httpx.stream("POST", f"{server.url}/v1/tts", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        stream = response.iter_raw()
+        first = next(stream)
+        # The engine is still generating while we hold the first bytes.
+        assert metrics_scrape.value(server.url, "voice_in_flight_requests") == 1.0
+        rest = b"".join(stream)
+    assert first[:4] == b"RIFF"
+    assert len(rest) > 10 * len(first[44:])
+
+
+def test_full_queue_is_429_with_retry_after(start_server) -> None:
+    server: ServerProcess = start_server(
+        {"VOICE_MOCK_CHUNK_COST_MS": "100", "VOICE_QUEUE_SIZE": "1", "VOICE_RETRY_AFTER_SECONDS": "3"}
+    )
+    body = {"text": LONG_TEXT, "streaming": True}
+    results: list[int] = []
+    with httpx.stream("POST", f"{server.url}/v1/tts", json=body, timeout=60) as running:
+        chunks = running.iter_raw()  # kept referenced: a dropped iterator closes the connection
+        next(chunks)  # the engine is busy with this one
+        waiting = threading.Thread(target=lambda: results.append(httpx.post(
+            f"{server.url}/v1/tts", json={"text": "Short."}, timeout=60).status_code))  # fmt: skip
+        waiting.start()
+        assert metrics_scrape.wait_for(server.url, "voice_queue_depth", 1.0) == 1.0
+
+        refused = httpx.post(f"{server.url}/v1/tts", json={"text": "One too many."}, timeout=60)
+
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "3"
+        assert refused.json()["error"]["code"] == "queue_full"
+    waiting.join(timeout=60)
+    assert results == [200]  # the queued request was served once the engine was free
+    assert metrics_scrape.value(server.url, "voice_rejected_requests_total") == 1.0
+
+
+def test_client_going_away_stops_the_work(start_server) -> None:
+    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
+    full_seconds = len(httpx.post(f"{server.url}/v1/tts", json={"text": LONG_TEXT, "format": "pcm"}, timeout=60).content) / 2 / 44_100
+    before = metrics_scrape.value(server.url, "voice_audio_seconds_total")
+
+    with httpx.stream("POST", f"{server.url}/v1/tts", json={"text": LONG_TEXT, "streaming": True}, timeout=60) as r:
+        next(r.iter_raw())
+    # The connection is closed mid-stream: the job is cancelled and the gauges return to zero.
+    assert metrics_scrape.wait_for(server.url, "voice_in_flight_requests", 0.0) == 0.0
+    assert metrics_scrape.value(server.url, "voice_queue_depth") == 0.0
+    produced = metrics_scrape.value(server.url, "voice_audio_seconds_total") - before
+    assert 0 < produced < full_seconds / 2
+
+
+def test_waiting_request_whose_client_left_leaves_the_queue(start_server) -> None:
+    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
+    with httpx.stream("POST", f"{server.url}/v1/tts", json={"text": LONG_TEXT, "streaming": True}, timeout=60) as r:
+        chunks = r.iter_raw()
+        next(chunks)
+        with httpx.Client(timeout=0.5) as impatient:
+            try:
+                impatient.post(f"{server.url}/v1/tts", json={"text": "I will not wait."})
+            except httpx.ReadTimeout:
+                pass  # the client gives up while its request waits in the queue
+        assert metrics_scrape.wait_for(server.url, "voice_queue_depth", 0.0) == 0.0
+        assert metrics_scrape.value(server.url, "voice_in_flight_requests") == 1.0
+
+
+def test_slow_synthesis_times_out_with_504(start_server) -> None:
+    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "200", "VOICE_REQUEST_TIMEOUT_SECONDS": "0.5"})
+    response = httpx.post(f"{server.url}/v1/tts", json={"text": LONG_TEXT}, timeout=60)
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "timeout"
+    assert metrics_scrape.wait_for(server.url, "voice_in_flight_requests", 0.0) == 0.0
+
+
+def test_ready_only_after_warm_up(start_server) -> None:
+    # Warm-up synthesizes 12 frames = 2 chunks; at 1.5 s a chunk it takes 3 s.
+    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "1500"}, wait_ready=False)
+    live = httpx.get(f"{server.url}/health/live")
+    loading = httpx.get(f"{server.url}/health/ready")
+    early = httpx.post(f"{server.url}/v1/tts", json={"text": "Too soon."})
+    assert live.status_code == 200
+    assert (loading.status_code, loading.json()["status"]) == (503, "loading")
+    assert (early.status_code, early.json()["error"]["code"]) == (503, "not_ready")
+    server.wait("/health/ready", timeout=60)
+    assert httpx.get(f"{server.url}/health/ready").json() == {"status": "ready", "engine": "mock"}
