@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
-    def _reference_storage_complete(self) -> "Settings":
+    def _reference_storage_complete(self) -> Settings:
         if self.reference_storage == "s3" and not self.reference_s3_bucket:
             raise ValueError("VOICE_REFERENCE_STORAGE=s3 needs VOICE_REFERENCE_S3_BUCKET")
         if self.reference_storage == "huggingface":

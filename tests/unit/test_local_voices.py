@@ -140,11 +140,6 @@ async def test_a_leftover_staging_folder_is_never_a_voice(store: voices.LocalVoi
         await store.get(staging.name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: replace renames the old voice aside before renaming the new one in; "
-    "if that second rename fails the old voice is gone (left in a .trash-* folder)",
-)
 async def test_a_failure_while_swapping_in_keeps_the_old_voice(
     store: voices.LocalVoiceStore, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -110,11 +110,17 @@ class VoiceCache:
         return entry.revision, files
 
     async def write(self, voice_id: str, revision: str, files: VoiceFiles) -> None:
+        """Keep a copy. Best effort: a full or read-only disk costs speed, never a request."""
         entries = await self._index()
         if files.size > self.max_bytes:
             await self.drop(voice_id)  # an older revision must not linger either
             return
-        await asyncio.to_thread(_write_entry, self.root, voice_id, revision, files)
+        try:
+            await asyncio.to_thread(_write_entry, self.root, voice_id, revision, files)
+        except OSError as exc:
+            log.warning("cannot cache voice %r in %s: %s", voice_id, self.root, exc)
+            entries.pop(voice_id, None)
+            return
         entries[voice_id] = _Entry(revision, files.size, time.time())
         await self._evict(keep=voice_id)
 
@@ -163,9 +169,11 @@ class VoiceCache:
 def _scan(root: Path) -> dict[str, _Entry]:
     """Index what an earlier run left, and clear its unfinished staging folders."""
     entries: dict[str, _Entry] = {}
-    if not root.is_dir():
+    try:
+        folders = list(root.iterdir())
+    except OSError:  # no folder yet (or an unreadable one): start empty, writes will say what is wrong
         return entries
-    for folder in root.iterdir():
+    for folder in folders:
         if folder.name.startswith("."):
             shutil.rmtree(folder, ignore_errors=True)
             continue
@@ -203,7 +211,8 @@ def _write_entry(root: Path, voice_id: str, revision: str, files: VoiceFiles) ->
     try:
         (staging / f"audio{files.audio_suffix}").write_bytes(files.audio)
         (staging / TRANSCRIPT_FILE).write_text(files.text, encoding="utf-8")
-        meta = {"id": voice_id, "revision": revision, "audio_suffix": files.audio_suffix, "created_at": files.created_at}
+        meta = {"id": voice_id, "revision": revision, "audio_suffix": files.audio_suffix}
+        meta["created_at"] = files.created_at
         (staging / ENTRY_FILE).write_text(json.dumps(meta), encoding="utf-8")
         _remove(root, voice_id)
         os.rename(staging, root / voice_id)
@@ -217,6 +226,9 @@ def _remove(root: Path, voice_id: str) -> None:
     try:
         os.rename(target, trash)  # atomic: a reader sees the entry or nothing
     except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("cannot remove cached voice %r from %s: %s", voice_id, root, exc)
         return
     shutil.rmtree(trash, ignore_errors=True)
 

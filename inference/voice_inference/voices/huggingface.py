@@ -94,7 +94,7 @@ class HfVoiceStore(remote.RemoteVoiceStore):
         self._refresh_lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, voice_cache: cache.VoiceCache) -> "HfVoiceStore":
+    def from_settings(cls, settings: Settings, voice_cache: cache.VoiceCache) -> HfVoiceStore:
         assert settings.reference_hf_repo is not None  # the settings validator guarantees it
         return cls(
             repo_id=settings.reference_hf_repo,
@@ -169,12 +169,15 @@ class HfVoiceStore(remote.RemoteVoiceStore):
         if previous is not None and previous.commit == commit:
             return dataclasses.replace(previous, checked_at=time.monotonic())
         with self._errors("list the repo's files"):
-            tree = list(
-                self._api.list_repo_tree(
-                    self.repo_id, path_in_repo=self.path or None, recursive=True, revision=commit,
-                    repo_type=self.repo_type, token=self._token,
-                )  # fmt: skip
+            listing = self._api.list_repo_tree(
+                self.repo_id,
+                path_in_repo=self.path or None,
+                recursive=True,
+                revision=commit,
+                repo_type=self.repo_type,
+                token=self._token,
             )
+            tree = list(listing)  # the listing is lazy: its requests run here, inside the error mapping
         modified = base.iso(info.last_modified) if info.last_modified else ""
         return Snapshot(commit, modified, self._index(commit, tree), time.monotonic())
 
@@ -258,7 +261,8 @@ class HfVoiceStore(remote.RemoteVoiceStore):
         except errors.HfHubHTTPError as exc:
             status = exc.response.status_code
             if status in (401, 403):
-                raise base.StorageUnavailable(f"{where} refused the token ({status}): check VOICE_REFERENCE_HF_TOKEN") from exc
+                message = f"{where} refused the token ({status}): check VOICE_REFERENCE_HF_TOKEN"
+                raise base.StorageUnavailable(message) from exc
             raise base.StorageUnavailable(f"{where}: could not {action}: {_first_line(exc)}") from exc
         except (httpx2.TransportError, errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as exc:
             raise base.StorageUnavailable(f"cannot reach {where} to {action}: {_first_line(exc)}") from exc

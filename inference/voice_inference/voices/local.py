@@ -96,7 +96,11 @@ class LocalVoiceStore(base.VoiceStore):
             if target.exists():  # replace: move the old one aside first, then swap in
                 trash = self.root / f".trash-{uuid.uuid4().hex}"
                 os.rename(target, trash)
-                os.rename(staging, target)
+                try:
+                    os.rename(staging, target)
+                except BaseException:
+                    os.rename(trash, target)  # the new one could not go in: put the old one back
+                    raise
                 shutil.rmtree(trash, ignore_errors=True)
             else:
                 os.rename(staging, target)

@@ -63,12 +63,17 @@ class RemoteVoiceStore(base.VoiceStore):
             log.warning("voice storage unavailable, serving cached voice %r: %s", voice_id, exc)
             return await asyncio.to_thread(_decode, voice_id, stale[1], stale[0])
 
+        fresh: base.StoredVoice | None = None
+
         async def load() -> cache.VoiceFiles:
+            nonlocal fresh
             files = await self._download(remote)
-            await asyncio.to_thread(_decode, voice_id, files, remote.revision)  # corrupt audio is never cached
+            fresh = await asyncio.to_thread(_decode, voice_id, files, remote.revision)  # corrupt: never cached
             return files
 
         files = await self.cache.fetch(voice_id, remote.revision, load)
+        if fresh is not None:  # this call downloaded it: already decoded
+            return fresh
         return await asyncio.to_thread(_decode, voice_id, files, remote.revision)
 
     async def list(self) -> list[base.StoredVoice]:

@@ -58,10 +58,11 @@ class Manifest:
         return json.dumps({**body, "audio": self.audio, "text": self.text}).encode()
 
     @classmethod
-    def parse(cls, voice_id: str, data: bytes, etag: str) -> "Manifest":
+    def parse(cls, voice_id: str, data: bytes, etag: str) -> Manifest:
         try:
             raw = json.loads(data)
-            manifest = cls(str(raw.get("revision") or etag), str(raw.get("created_at") or ""), raw["audio"], raw["text"])
+            revision, created_at = str(raw.get("revision") or etag), str(raw.get("created_at") or "")
+            manifest = cls(revision, created_at, raw["audio"], raw["text"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise base.CorruptVoice(f"voice {voice_id!r} has an unreadable {MANIFEST}: {exc!r}") from exc
         for key in (manifest.audio, manifest.text):
@@ -87,11 +88,12 @@ class S3VoiceStore(remote.RemoteVoiceStore):
         self._client_options = client_options
         self._client_lock = threading.Lock()
         self._s3: Any = None
-        where = client_options.get("endpoint_url") or f"AWS S3 ({client_options.get('region_name') or 'default region'})"
+        region = client_options.get("region_name") or "default region"
+        where = client_options.get("endpoint_url") or f"AWS S3 ({region})"
         self.location = f"s3://{bucket}/{self.prefix} at {where}"
 
     @classmethod
-    def from_settings(cls, settings: Settings, voice_cache: cache.VoiceCache) -> "S3VoiceStore":
+    def from_settings(cls, settings: Settings, voice_cache: cache.VoiceCache) -> S3VoiceStore:
         config = botocore.config.Config(
             connect_timeout=settings.reference_timeout_seconds,
             read_timeout=settings.reference_timeout_seconds,
@@ -134,6 +136,10 @@ class S3VoiceStore(remote.RemoteVoiceStore):
 
     async def check(self) -> None:
         await asyncio.to_thread(self._check)
+
+    async def close(self) -> None:
+        if self._s3 is not None:
+            await asyncio.to_thread(self._s3.close)  # its connection pool
 
     async def _locate(self, voice_id: str) -> remote.RemoteVoice:
         manifest = await asyncio.to_thread(self._read_manifest, voice_id)
@@ -217,7 +223,9 @@ class S3VoiceStore(remote.RemoteVoiceStore):
                 raise base.VoiceNotFound(voice_id)  # deleted while we were reading it
             missing = manifest.audio if audio is None else manifest.text
             what = "audio" if audio is None else "transcript"
-            raise base.CorruptVoice(f"voice {voice_id!r} has no {what}: {MANIFEST} names {folder + missing!r}, which is missing")
+            raise base.CorruptVoice(
+                f"voice {voice_id!r} has no {what}: {MANIFEST} names {folder + missing!r}, which is missing"
+            )
         try:
             transcript = text[0].decode("utf-8")
         except UnicodeDecodeError as exc:
