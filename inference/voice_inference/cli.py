@@ -22,11 +22,35 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", help="address to listen on (VOICE_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (VOICE_PORT)")
+    checkpoint = commands.add_parser(
+        "make-checkpoint", help="write a random-weight S1 Mini checkpoint (needs the [s1] extra)"
+    )
+    checkpoint.add_argument("out", help="directory to write model.pth, codec.pth, config.json, tokenizer files")
+    checkpoint.add_argument(
+        "--size", choices=["tiny", "s1-mini"], default="tiny", help="tiny: for CPU tests; s1-mini: the real shape"
+    )
+    checkpoint.add_argument("--seed", type=int, default=0, help="the same seed writes the same weights")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
         return _serve(args)
+    if args.command == "make-checkpoint":
+        return _make_checkpoint(args)
     return 2
+
+
+def _make_checkpoint(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from voice_inference.engines import s1_checkpoint
+
+    try:
+        out = s1_checkpoint.make_checkpoint(Path(args.out), args.size, args.seed)
+    except ImportError as exc:  # torch / fish-speech missing
+        print(f"voice-inference: make-checkpoint needs the [s1] extra: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote a random-weight {args.size} checkpoint to {out}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

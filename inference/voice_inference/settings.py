@@ -35,11 +35,20 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
 
     # Engine
-    tts_provider: Provider = "mock"
+    tts_provider: Provider = "s1_mini"  # the real model; tests and the demo ask for `mock`
     s1_checkpoint_path: Path = Path("checkpoints/openaudio-s1-mini")
     s1_device: Device = "auto"
     s1_precision: Precision = "auto"
-    s1_compile: bool = False
+    s1_compile: bool = Field(False, description="torch.compile the decode step (CUDA graphs on GPU).")
+    s1_stream_frames: int = Field(
+        8, ge=1, le=512, description="Codec frames in the first streamed chunk (21.5 frames = 1 s); later ones grow."
+    )
+    s1_reference_cache_size: int = Field(
+        32, ge=0, le=100_000, description="Encoded reference voices kept in memory (LRU); 0 = none."
+    )
+    s1_cpu_threads: int = Field(
+        0, ge=0, le=1024, description="torch intra-op threads when the model runs on CPU; 0 = torch's default."
+    )
     warmup: bool = Field(True, description="Run one synthesis before reporting ready.")
 
     # Mock engine: a per-chunk cost lets tests and benchmarks see realistic timing.

@@ -33,7 +33,7 @@ def error_fields(exc: ValidationError) -> set[str]:
 
 def test_defaults() -> None:
     settings = Settings()
-    assert settings.tts_provider == "mock"
+    assert settings.tts_provider == "s1_mini"
     assert settings.port == 8080
     assert settings.reference_storage == "local"
     assert settings.reference_path == Path("references")

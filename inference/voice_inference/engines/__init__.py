@@ -13,5 +13,19 @@ def create_engine(settings: Settings) -> base.Engine:
 
         return mock.MockEngine(chunk_cost_s=settings.mock_chunk_cost_ms / 1000)
     if settings.tts_provider == "s1_mini":
-        raise base.EngineError("the s1_mini engine is not available in this build")
+        try:  # torch and fish-speech come with the [s1] extra; the server runs without them
+            from voice_inference.engines import s1_mini
+        except ImportError as exc:
+            raise base.EngineError(
+                f"VOICE_TTS_PROVIDER=s1_mini needs the [s1] extra (torch, fish-speech): {exc}"
+            ) from exc
+        return s1_mini.S1MiniEngine(
+            settings.s1_checkpoint_path,
+            device=settings.s1_device,
+            precision=settings.s1_precision,
+            compile=settings.s1_compile,
+            stream_frames=settings.s1_stream_frames,
+            reference_cache_size=settings.s1_reference_cache_size,
+            cpu_threads=settings.s1_cpu_threads,
+        )
     raise base.EngineError(f"unknown tts provider {settings.tts_provider!r}")

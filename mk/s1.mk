@@ -1,0 +1,38 @@
+# The S1 Mini engine's dependencies; included by the main Makefile (PYTHON, VENV, VENV_STAMP, EXTRAS).
+#
+# `pip install '.[s1]'` brings torch and the runtime dependencies of fish-speech's model code
+# (pinned in pyproject.toml). fish-speech and the two DAC packages are then installed with
+# --no-deps: their declared requirements pin far more than inference needs (gradio, wandb,
+# pydantic==2.9.2, protobuf<3.20, ...) and would break our pins. The last step imports the
+# engine, so a missing runtime dependency fails the install, not the first request.
+
+S1_NO_DEPS := fish-speech==0.1.0 descript-audio-codec==1.0.0 descript-audiotools==0.7.2
+S1_STAMP := $(VENV)/.s1-installed
+S1_PIP_ARGS ?= '.[s1]'
+
+define S1_INSTALL
+	$(PYTHON) -m pip install --quiet $(S1_PIP_ARGS)
+	$(PYTHON) -m pip install --quiet --no-deps $(S1_NO_DEPS)
+	$(PYTHON) -c 'import voice_inference.engines.s1_mini'
+endef
+
+.PHONY: s1 venv-s1 s1-install bench-engine
+
+# Any interpreter, e.g. the image's: make s1-install PYTHON=/opt/venv/bin/python
+s1-install:
+	$(S1_INSTALL)
+
+# The development venv: editable, with the other extras, redone when the pins change.
+$(S1_STAMP): S1_PIP_ARGS = -e '.[$(EXTRAS),s1]'
+$(S1_STAMP): $(VENV_STAMP) pyproject.toml mk/s1.mk
+	$(S1_INSTALL)
+	@touch $@
+
+s1 venv-s1: $(S1_STAMP)
+
+# The S1 tests (tests/*/test_s1_*.py) run in `make test`, so it installs the engine first.
+test test-unit test-integration: $(S1_STAMP)
+
+# Our engine against fish-speech's own generation path on the tiny checkpoint (CPU).
+bench-engine: $(S1_STAMP)
+	$(PYTHON) scripts/bench_engine.py

@@ -1,0 +1,314 @@
+"""The S1 Mini engine on the tiny checkpoint, on CPU: seeds, streaming, cancellation, segments,
+voice cloning and its cache, and the compiled decode step. Random weights rarely emit the end
+token, so every request bounds ``max_new_tokens``."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip(
+    "torch", reason="torch is not installed: the S1 Mini tests need the [s1] extra (`make test` installs it)"
+)
+
+import torch  # noqa: E402
+from voice_inference.engines import base, s1_codec, s1_mini  # noqa: E402
+
+from tests import s1_support  # noqa: E402
+from tests.s1_support import tone  # noqa: E402
+
+pytestmark = pytest.mark.s1
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return s1_support.tiny_checkpoint_dir(tmp_path_factory)
+
+
+HOP = 2048
+TEXT = "Hello there. This is the tiny model speaking."
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint: Path) -> s1_mini.S1MiniEngine:
+    loaded = s1_mini.S1MiniEngine(tiny_checkpoint, device="cpu", stream_frames=8, reference_cache_size=2, cpu_threads=1)
+    loaded.load()
+    return loaded
+
+
+def run(engine: s1_mini.S1MiniEngine, **fields: object) -> list[np.ndarray]:
+    request = base.SynthesisRequest(**{"text": TEXT, "seed": 1, "max_new_tokens": 40, **fields})
+    return list(engine.generate(request, threading.Event()))
+
+
+def joined(chunks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+def test_audio_is_float32_frames_at_44k(engine: s1_mini.S1MiniEngine) -> None:
+    chunks = run(engine)
+    audio = joined(chunks)
+    assert engine.sample_rate == 44_100
+    assert all(chunk.dtype == np.float32 and chunk.ndim == 1 for chunk in chunks)
+    assert 0 < audio.size <= 40 * HOP and audio.size % HOP == 0
+    assert np.isfinite(audio).all() and 0 < np.abs(audio).max() <= 1.0
+
+
+def test_same_seed_same_audio_other_seed_other_audio(engine: s1_mini.S1MiniEngine) -> None:
+    first = joined(run(engine, seed=1))
+    again = joined(run(engine, seed=1))
+    other = joined(run(engine, seed=2))
+    assert np.array_equal(first, again)
+    assert not (first.shape == other.shape and np.array_equal(first, other))
+
+
+def test_a_seed_affects_only_its_own_request(engine: s1_mini.S1MiniEngine) -> None:
+    """Unseeded requests in between change nothing, and the global RNG is never touched."""
+    first = joined(run(engine, seed=5))
+    torch.manual_seed(1234)
+    state = torch.random.get_rng_state()
+    run(engine, seed=None)
+    run(engine, seed=None, text="Something else entirely.")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert np.array_equal(joined(run(engine, seed=5)), first)
+
+
+def test_unseeded_requests_differ(engine: s1_mini.S1MiniEngine) -> None:
+    one, two = joined(run(engine, seed=None)), joined(run(engine, seed=None))
+    assert not (one.shape == two.shape and np.array_equal(one, two))
+
+
+def test_sampling_parameters_change_the_result(engine: s1_mini.S1MiniEngine) -> None:
+    plain = joined(run(engine))
+    for change in ({"temperature": 0.3}, {"top_p": 0.3}, {"repetition_penalty": 1.9}):
+        varied = joined(run(engine, **change))
+        assert not (varied.shape == plain.shape and np.array_equal(varied, plain)), change
+
+
+def test_streaming_yields_small_chunks_that_match_one_shot_decoding(engine: s1_mini.S1MiniEngine) -> None:
+    """The first chunk comes after 8 frames, later ones double; the causal codec decoded in pieces
+    (with left context) gives the audio that decoding all frames at once gives."""
+    frames: list[torch.Tensor] = []
+    original = engine._frames
+
+    def recording(*args: object, **kwargs: object):
+        for frame in original(*args, **kwargs):
+            frames.append(frame)
+            yield frame
+
+    engine._frames = recording  # type: ignore[method-assign]
+    try:
+        chunks = run(engine, max_new_tokens=40)
+    finally:
+        del engine._frames
+    sizes = [len(chunk) // HOP for chunk in chunks]
+    assert len(sizes) >= 3 and sum(sizes) == len(frames)
+    assert sizes[:-1] == [min(8 * 2**i, s1_mini.MAX_CHUNK_FRAMES) for i in range(len(sizes) - 1)]  # 8, 16, 32, ...
+
+    whole = s1_codec.decode(engine.codec, torch.stack(frames, dim=1))
+    np.testing.assert_allclose(joined(chunks), whole, atol=1e-4)
+
+
+def test_balanced_latency_sends_a_smaller_first_chunk(engine: s1_mini.S1MiniEngine) -> None:
+    normal = run(engine, latency="normal")
+    balanced = run(engine, latency="balanced")
+    assert len(balanced[0]) == 2 * HOP < len(normal[0]) == 8 * HOP
+    # The same frames, cut differently (the windows' context differs, so float rounding may too).
+    np.testing.assert_allclose(joined(balanced), joined(normal), atol=1e-4)
+
+
+def test_max_new_tokens_bounds_the_whole_request(engine: s1_mini.S1MiniEngine) -> None:
+    long_text = " ".join(["A sentence that goes on."] * 6)
+    for budget in (1, 7, 20):
+        assert joined(run(engine, text=long_text, chunk_length=30, max_new_tokens=budget)).size <= budget * HOP
+
+
+def test_long_text_is_generated_segment_by_segment(
+    engine: s1_mini.S1MiniEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each segment gets its own prompt, conditioned on the segment before (so the voice holds)."""
+    prompts: list[tuple[str, str | None]] = []
+    original_prompt, original_frames = engine._prompt, engine._frames
+
+    def spy(references, previous, segment, budget):
+        prompts.append((segment, previous[0] if previous else None))
+        return original_prompt(references, previous, segment, budget)
+
+    def three_frames(*args: object):  # random weights rarely end a segment by themselves
+        for _, frame in zip(range(3), original_frames(*args), strict=False):
+            yield frame
+
+    monkeypatch.setattr(engine, "_prompt", spy)
+    monkeypatch.setattr(engine, "_frames", three_frames)
+    text = "First sentence here. Second one follows. And a third to finish."
+    audio = joined(run(engine, text=text, chunk_length=25, max_new_tokens=60))
+    assert prompts == [
+        ("First sentence here.", None),
+        ("Second one follows.", "First sentence here."),
+        ("And a third to finish.", "Second one follows."),
+    ]
+    assert audio.size == 9 * HOP
+
+
+def test_speed_stretches_time(engine: s1_mini.S1MiniEngine) -> None:
+    normal = joined(run(engine, max_new_tokens=40))
+    for speed in (2.0, 0.5):
+        stretched = joined(run(engine, max_new_tokens=40, speed=speed))
+        assert stretched.dtype == np.float32
+        assert stretched.size == pytest.approx(normal.size / speed, rel=0.02)
+
+
+def test_empty_text_yields_nothing(engine: s1_mini.S1MiniEngine) -> None:
+    assert run(engine, text="   ") == []
+
+
+def test_cancellation_stops_generation(engine: s1_mini.S1MiniEngine) -> None:
+    cancelled = threading.Event()
+    request = base.SynthesisRequest(text=TEXT, seed=1, max_new_tokens=200)
+    steps = 0
+    original = engine._step
+
+    def counting(*args: object) -> torch.Tensor:
+        nonlocal steps
+        steps += 1
+        return original(*args)
+
+    engine._step = counting
+    try:
+        stream = engine.generate(request, cancelled)
+        first = next(stream)
+        cancelled.set()
+        rest = list(stream)
+    finally:
+        engine._step = original
+    assert len(first) == 8 * HOP
+    assert rest == []
+    assert steps <= 8  # stopped at the next frame, not after 200
+
+
+def test_cancelled_before_start_generates_nothing(engine: s1_mini.S1MiniEngine) -> None:
+    cancelled = threading.Event()
+    cancelled.set()
+    assert list(engine.generate(base.SynthesisRequest(text=TEXT, max_new_tokens=40), cancelled)) == []
+
+
+def test_reference_voice_changes_the_audio_and_is_cached(engine: s1_mini.S1MiniEngine) -> None:
+    voice = base.Reference(key="voice-a", audio=tone(1.0, 220.0), sample_rate=44_100, text="a low tone")
+    plain = joined(run(engine))
+    hits, misses = engine.reference_cache_hits, engine.reference_cache_misses
+
+    cloned = joined(run(engine, references=(voice,)))
+    assert engine.reference_cache_misses == misses + 1
+    again = joined(run(engine, references=(voice,)))
+    assert engine.reference_cache_hits == hits + 1 and engine.reference_cache_misses == misses + 1
+
+    assert np.array_equal(cloned, again)
+    assert not (cloned.shape == plain.shape and np.array_equal(cloned, plain))
+
+
+def test_reference_codes_have_the_codec_shape_at_any_sample_rate(engine: s1_mini.S1MiniEngine) -> None:
+    at_16k = engine.reference_codes(
+        base.Reference(key="k16", audio=tone(2.0, 300.0, 16_000), sample_rate=16_000, text="t")
+    )
+    at_44k = engine.reference_codes(base.Reference(key="k44", audio=tone(2.0, 300.0), sample_rate=44_100, text="t"))
+    assert at_16k.shape[0] == at_44k.shape[0] == engine.model.config.num_codebooks
+    assert abs(at_16k.shape[1] - 2.0 * 44_100 / HOP) <= 1 and at_16k.shape[1] == at_44k.shape[1]
+    assert int(at_44k[0].max()) < engine.model.config.codebook_size
+
+
+def test_reference_cache_is_bounded_lru_keyed_by_voice_and_content(engine: s1_mini.S1MiniEngine) -> None:
+    def ref(key: str, hz: float) -> base.Reference:
+        return base.Reference(key=key, audio=tone(0.5, hz), sample_rate=44_100, text="t")
+
+    engine._references.clear()
+    engine.reference_codes(ref("a", 200.0))
+    engine.reference_codes(ref("b", 300.0))
+    misses = engine.reference_cache_misses
+    engine.reference_codes(ref("a", 200.0))  # hit; "a" is now the most recent
+    engine.reference_codes(ref("c", 400.0))  # evicts "b" (capacity 2)
+    assert engine.reference_cache_misses == misses + 1
+    assert [key for key, _ in engine._references] == ["a", "c"]
+    engine.reference_codes(ref("b", 300.0))
+    assert engine.reference_cache_misses == misses + 2
+    engine.reference_codes(ref("c", 999.0))  # same id, new audio: encoded again, not served stale
+    assert engine.reference_cache_misses == misses + 3
+
+
+def test_empty_reference_audio_is_an_error(engine: s1_mini.S1MiniEngine) -> None:
+    empty = base.Reference(key="empty", audio=np.zeros(0, dtype=np.float32), sample_rate=44_100, text="t")
+    with pytest.raises(ValueError, match="empty"):
+        engine.reference_codes(empty)
+
+
+def test_compiled_step_traces_whole_and_gives_the_same_audio(
+    tiny_checkpoint: Path, engine: s1_mini.S1MiniEngine
+) -> None:
+    """torch.compile(fullgraph=True) must trace the decode step without graph breaks, at every
+    attention span; the eager backend checks that on CPU in seconds (GPUs use inductor with
+    CUDA graphs, tests/unit/test_s1_gpu.py)."""
+    torch._dynamo.reset()
+    compiled = s1_mini.S1MiniEngine(tiny_checkpoint, device="cpu", compile=True, compile_backend="eager")
+    compiled.load()
+    compiled.warm_up()  # every span: a graph break anywhere raises here
+    for budget, span in ((12, 1024), (1500, 2048)):
+        assert np.array_equal(joined(run(compiled, max_new_tokens=budget)), joined(run(engine, max_new_tokens=budget)))
+        assert compiled.model.max_seq_len == span
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error(tiny_checkpoint: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here")
+    with pytest.raises(base.EngineError, match="VOICE_S1_DEVICE=cuda"):
+        s1_mini.S1MiniEngine(tiny_checkpoint, device="cuda").load()
+
+
+def test_auto_device_and_precision() -> None:
+    device = s1_mini.select_device("auto")
+    assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert s1_mini.select_precision("auto", torch.device("cpu")) == torch.float32
+    assert s1_mini.select_precision("float16", torch.device("cpu")) == torch.float16
+
+
+def test_generate_before_load_is_an_engine_error(tiny_checkpoint: Path) -> None:
+    with pytest.raises(base.EngineError, match="before load"):
+        next(s1_mini.S1MiniEngine(tiny_checkpoint).generate(base.SynthesisRequest(text="hi"), threading.Event()))
+
+
+def test_warm_up_runs(engine: s1_mini.S1MiniEngine) -> None:
+    engine.warm_up()
+
+
+def test_cache_spans_grow_with_the_request(engine: s1_mini.S1MiniEngine) -> None:
+    """Short requests attend over a short span of the KV cache; long ones over more."""
+    run(engine, max_new_tokens=10)
+    assert engine.model.max_seq_len == 1024
+    run(engine, max_new_tokens=1500)
+    assert engine.model.max_seq_len == 2048
+    run(engine, max_new_tokens=0)  # no limit: the whole context
+    assert engine.model.max_seq_len == engine.model.config.max_seq_len
+
+
+def test_settings_build_the_engine(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+    from voice_inference import engines
+    from voice_inference.settings import Settings
+
+    for name, value in {
+        "VOICE_TTS_PROVIDER": "s1_mini",
+        "VOICE_S1_CHECKPOINT_PATH": str(tiny_checkpoint),
+        "VOICE_S1_DEVICE": "cpu",
+        "VOICE_S1_STREAM_FRAMES": "4",
+        "VOICE_S1_REFERENCE_CACHE_SIZE": "5",
+    }.items():
+        monkeypatch.setenv(name, value)
+    built = engines.create_engine(Settings())
+    assert isinstance(built, s1_mini.S1MiniEngine)
+    assert (built.checkpoint_path, built.device_setting) == (tiny_checkpoint, "cpu")
+    assert (built.stream_frames, built.reference_cache_size) == (4, 5)
+
+    monkeypatch.setenv("VOICE_S1_STREAM_FRAMES", "0")
+    with pytest.raises(ValidationError, match="s1_stream_frames"):
+        Settings()
