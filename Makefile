@@ -6,18 +6,23 @@ PYTHON := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 EXTRAS ?= test,operator
 
-.PHONY: venv demo test test-unit test-integration bench clean
+.PHONY: venv demo demo-server test test-unit test-integration bench clean
 
 venv: $(VENV_STAMP)
 
 # Re-installs whenever pyproject.toml changes.
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PYTHON) || $(PYTHON_BIN) -m venv $(VENV)
-	
 	$(PYTHON) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $@
 
-demo: $(VENV_STAMP)
+# The whole product on this machine: local control plane, chart, operator, a VoiceService,
+# its pod's server run locally, speech over HTTP (scripts/demo_cluster.py). demo-server: the
+# inference server alone.
+demo: $(VENV_STAMP) cluster-tools
+	$(PYTHON) scripts/demo_cluster.py $(DEMO_ARGS)
+
+demo-server: $(VENV_STAMP)
 	$(PYTHON) scripts/demo.py
 
 test: $(VENV_STAMP)

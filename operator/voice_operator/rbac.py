@@ -1,0 +1,43 @@
+"""Exactly the API access the operator uses, as RBAC rules (``voice-operator rbac`` prints them).
+
+The Helm chart's ClusterRole (or per-namespace Roles) should carry these rules and nothing
+more; a test of the chart can compare against ``RULES``. Each rule says who needs it.
+Leader election needs ``LEASE_RULES`` in the operator's own namespace only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import yaml
+
+from voice_operator import spec
+
+_WATCH = ["get", "list", "watch"]
+_OWN = ["get", "list", "watch", "create", "patch", "delete"]  # server-side apply is a patch that may create
+
+RULES: Final[list[dict[str, Any]]] = [
+    # kopf watches VoiceServices; reconcile writes their status.
+    {"apiGroups": [spec.GROUP], "resources": [spec.PLURAL], "verbs": _WATCH},
+    {"apiGroups": [spec.GROUP], "resources": [f"{spec.PLURAL}/status"], "verbs": ["get", "patch"]},
+    # The children: watched (label-selected) and applied; old Jobs, HPAs and PDBs deleted.
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _OWN},
+    {"apiGroups": [""], "resources": ["services", "persistentvolumeclaims"], "verbs": _OWN},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": _OWN},
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _OWN},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _OWN},
+    # Pod states feed the Degraded condition; read only.
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+    # Only existence checks (metadata-only GET) of Secrets a spec names.
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    # Events on VoiceServices.
+    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+LEASE_RULES: Final[list[dict[str, Any]]] = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+]
+
+
+def render_yaml() -> str:
+    return yaml.safe_dump({"rules": RULES, "leaseRules": LEASE_RULES}, sort_keys=False)
