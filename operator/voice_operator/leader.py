@@ -111,7 +111,11 @@ class LeaderElector:
         old_spec = (lease or {}).get("spec") or {}
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
         if lease is not None:
-            meta["resourceVersion"] = lease["metadata"]["resourceVersion"]
+            old_meta = lease["metadata"]
+            meta["resourceVersion"] = old_meta["resourceVersion"]
+            # A replace drops what it does not carry: keep the labels and annotations that
+            # Helm (which creates the chart's Lease) uses to track and uninstall it.
+            meta.update({key: old_meta[key] for key in ("labels", "annotations") if old_meta.get(key)})
         return {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",

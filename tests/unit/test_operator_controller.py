@@ -156,3 +156,24 @@ def test_release_hands_over_at_once() -> None:
     a.release()
     assert not a.is_leader and store.lease["spec"]["holderIdentity"] == ""
     assert b.try_acquire_or_renew() is True
+
+
+def test_renewals_keep_the_leases_labels_and_annotations() -> None:
+    # The chart creates the Lease with Helm's labels; a renewal must not strip them.
+    store = LeaseStore()
+    store.lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": "lease", "namespace": "ns", "resourceVersion": "0",
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {"meta.helm.sh/release-name": "voice-operator"},
+        },
+        "spec": {},
+    }  # fmt: skip
+    a = leader.LeaderElector(store.api(), "ns", "lease", "a")
+    assert a.try_acquire_or_renew() is True
+    assert a.try_acquire_or_renew() is True
+    assert store.lease["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "Helm"}
+    assert store.lease["metadata"]["annotations"] == {"meta.helm.sh/release-name": "voice-operator"}
+    assert store.lease["spec"]["holderIdentity"] == "a"
