@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import time
@@ -185,12 +184,5 @@ class OperatorProcess:
         return "\n".join(self.log().splitlines()[-lines:])
 
     def stop(self) -> int | None:
-        """SIGTERM (kopf releases the Lease and exits), SIGKILL after 15 s."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+        """SIGTERM (the operator releases the Lease and exits), SIGKILL after 15 s."""
+        return servers.stop_process_group(self.process)

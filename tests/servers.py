@@ -24,6 +24,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process_group(
+    process: subprocess.Popen[bytes] | None, grace: float = 15.0, sig: int = signal.SIGTERM
+) -> int | None:
+    """Stop a child started with ``start_new_session=True`` (and everything it started) by its
+    process group id: ``sig``, then SIGKILL after ``grace`` seconds. Returns its exit code."""
+    if process is None or process.poll() is not None:
+        return None if process is None else process.returncode
+    os.killpg(process.pid, sig)
+    try:
+        return process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
+
+
 class ServerProcess:
     def __init__(self, env: dict[str, str] | None = None, *, log_path: Path | None = None) -> None:
         self.port = free_port()
@@ -59,14 +74,7 @@ class ServerProcess:
         raise TimeoutError(f"server at {self.url} not answering {path} after {timeout} s")
 
     def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+        return stop_process_group(self.process)
 
     def __enter__(self) -> "ServerProcess":
         return self.start()

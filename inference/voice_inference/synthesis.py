@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,16 +166,15 @@ async def _stream(
     encoder: encoders.Encoder,
     stats: "_Stats",
 ) -> web.StreamResponse:
-    # Wait for the first audio before sending headers, so an early failure is still a JSON error.
-    iterator = aiter(chunks)
-    first = await anext(iterator, None)
+    """Audio bytes as they are encoded, in a chunked body."""
     response.enable_chunked_encoding()
-    await response.prepare(http_request)
-    if first is not None:
-        await _write(response, encoder.encode(first), stats)
-    async for chunk in iterator:
-        await _write(response, encoder.encode(chunk), stats)
-    await _write(response, encoder.finish(), stats)
+
+    async def write(data: bytes) -> None:
+        if data:
+            await response.write(data)
+            stats.first_bytes()
+
+    await _send_encoded(http_request, response, chunks, encoder, write)
     await response.write_eof()
     return response
 
@@ -188,9 +187,6 @@ async def _sse(
     stats: "_Stats",
 ) -> web.StreamResponse:
     """OpenAI's ``stream_format: sse``: base64 audio deltas, then a done event."""
-    iterator = aiter(chunks)
-    first = await anext(iterator, None)
-    await response.prepare(http_request)
 
     async def send(event: dict[str, object]) -> None:
         await response.write(f"data: {json.dumps(event)}\n\n".encode())
@@ -200,20 +196,29 @@ async def _sse(
             await send({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
             stats.first_bytes()
 
-    if first is not None:
-        await delta(encoder.encode(first))
-    async for chunk in iterator:
-        await delta(encoder.encode(chunk))
-    await delta(encoder.finish())
+    await _send_encoded(http_request, response, chunks, encoder, delta)
     await send({"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}})
     await response.write_eof()
     return response
 
 
-async def _write(response: web.StreamResponse, data: bytes, stats: "_Stats") -> None:
-    if data:
-        await response.write(data)
-        stats.first_bytes()
+async def _send_encoded(
+    http_request: web.Request,
+    response: web.StreamResponse,
+    chunks: AsyncIterator[np.ndarray],
+    encoder: encoders.Encoder,
+    emit: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """Encode each chunk as it comes and hand the bytes to ``emit``."""
+    # Wait for the first audio before sending headers, so an early failure is still a JSON error.
+    iterator = aiter(chunks)
+    first = await anext(iterator, None)
+    await response.prepare(http_request)
+    if first is not None:
+        await emit(encoder.encode(first))
+    async for chunk in iterator:
+        await emit(encoder.encode(chunk))
+    await emit(encoder.finish())
 
 
 async def _counted(job: AsyncIterator[np.ndarray], stats: "_Stats") -> AsyncIterator[np.ndarray]:

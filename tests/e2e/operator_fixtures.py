@@ -10,7 +10,6 @@ generated CRD once per session.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import client, nodes
+from tests import servers
 from tests.servers import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -104,14 +104,7 @@ class OperatorProcess:
             return ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, sig)  # the group this Popen started: the operator alone
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        servers.stop_process_group(self.process, timeout, sig)  # the group this Popen started
 
 
 @pytest.fixture(scope="session")
