@@ -282,7 +282,7 @@ class CpuTarget(_Model):
 class PodMetricTarget(_Model):
     """Scale on a per-pod custom metric (needs a custom metrics adapter)."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(description="Per-pod custom metric, e.g. voice_inflight_requests.")
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(description="Per-pod custom metric, e.g. voice_in_flight_requests.")
     average_value: Quantity = Field(description="Target average value per pod.")
 
 
