@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 CHILD_KINDS = ("Deployment", "Service", "PersistentVolumeClaim", "Job", "HorizontalPodAutoscaler", "PodDisruptionBudget")
 EVENT_COMPONENT = "voice-operator"
+SECRET_REASONS = frozenset({"SecretNotFound", "SecretCheckFailed"})  # a later reconcile looks again
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,12 +228,19 @@ def reconcile(
     problems: list[status.Problem] = []
     blocked: set[str] = set()  # children held back (a Secret they need is missing)
     previous_reasons = {c.get("reason") for c in previous_status.get("conditions", []) if isinstance(c, Mapping)}
-    needs_secret_check = previous_status.get("observedGeneration") != generation or "SecretNotFound" in previous_reasons
+    # Checked once per generation, and again while the last check found a problem (the
+    # Secret problems come first, so the Degraded reason names one whenever there was one).
+    needs_secret_check = previous_status.get("observedGeneration") != generation or bool(previous_reasons & SECRET_REASONS)
     if needs_secret_check:
         for secret_name, field, child in _referenced_secrets(parsed):
             try:
                 found = api.get("Secret", namespace, secret_name, metadata_only=True)
             except kube.KubeError as err:
+                if err.status == 403:
+                    logger.warning(
+                        "not allowed to read Secret %s/%s (%s): the operator's RBAC lacks get on secrets there",
+                        namespace, secret_name, field,
+                    )
                 problems.append(status.Problem("SecretCheckFailed", f"cannot read Secret {secret_name} ({field}): {err.message}"))
                 result.retry = True
                 continue

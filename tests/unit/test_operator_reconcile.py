@@ -223,3 +223,26 @@ def test_memory_is_dropped_with_its_service(field: str) -> None:
     assert len(memory) == 1
     memory.forget(("ns", "tts"))
     assert len(memory) == 0
+
+
+def test_a_refused_secret_check_is_repeated_not_forgotten(caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeApi()
+    spec = {**MOCK, "apiKeySecret": {"name": "keys", "key": "k"}}
+
+    def forbidden(kind: str, namespace: str, name: str, *, metadata_only: bool = False) -> None:
+        api._count("get", kind, name)
+        raise kube.KubeError(403, "Forbidden", f'secrets "{name}" is forbidden')
+
+    api.get = forbidden  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="voice_operator.reconcile"):
+        result = run(api, voiceservice(spec))
+    assert result.retry
+    degraded = next(c for c in api.statuses[-1]["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "SecretCheckFailed"
+    assert [r for r in caplog.records if r.levelname == "WARNING" and "Secret ns/keys" in r.getMessage()]
+    # The retry (same generation) must check again rather than report no problem.
+    api.calls.clear()
+    result = run(api, voiceservice(spec, api.statuses[-1]))
+    assert ("get", "Secret", "keys") in api.calls and result.retry
+    degraded = next(c for c in api.statuses[-1]["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "SecretCheckFailed"
