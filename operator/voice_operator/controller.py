@@ -169,13 +169,15 @@ class Controller:
                 self.enqueue_all()
 
     async def _worker(self) -> None:
+        # Wait before taking a key, not after: a key taken is active at once, so a second
+        # worker can never start on the same VoiceService.
+        await self._indexed.wait()
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
             metrics.QUEUE_DEPTH.set(len(self._queued))
             if not self.is_leader:
                 continue  # the leader has its own queue; we resync when we win
-            await self._indexed.wait()
             self._active.add(key)
             try:
                 await self._process(key)

@@ -138,8 +138,10 @@ def register(registry: kopf.OperatorRegistry, ctl: controller_mod.Controller) ->
 
         kopf.index(*CHILD_RESOURCES[index_id], id=index_id, labels=MANAGED, registry=registry)(index_fn)
 
+    # The event hooks are coroutines: kopf runs a plain function in a thread pool, and the
+    # controller's queue, timers and asyncio.Event belong to the event loop.
     def child_event(index_id: str) -> None:
-        def on_child(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> None:
+        async def on_child(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> None:
             ctl.mark_indexed()
             key = _owner_key(namespace, labels, body)
             if key is not None:
@@ -152,7 +154,7 @@ def register(registry: kopf.OperatorRegistry, ctl: controller_mod.Controller) ->
         child_event(index_id)
 
     @kopf.on.event(*vs_resource, id="voiceservice-event", registry=registry)
-    def on_voiceservice(type: str | None, namespace: str, name: str, **_: Any) -> None:
+    async def on_voiceservice(type: str | None, namespace: str, name: str, **_: Any) -> None:
         ctl.mark_indexed()
         if type == "DELETED":
             ctl.forget((namespace, name))  # children go by garbage collection
