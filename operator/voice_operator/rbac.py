@@ -14,15 +14,18 @@ import yaml
 from voice_operator import spec
 
 _WATCH = ["get", "list", "watch"]
-_OWN = ["get", "list", "watch", "create", "patch", "delete"]  # server-side apply is a patch that may create
+_APPLY = ["get", "list", "watch", "create", "patch"]  # server-side apply is a patch that may create
+_OWN = [*_APPLY, "delete"]  # children reconcile deletes when no longer wanted
 
 RULES: Final[list[dict[str, Any]]] = [
     # kopf watches VoiceServices; reconcile writes their status.
     {"apiGroups": [spec.GROUP], "resources": [spec.PLURAL], "verbs": _WATCH},
     {"apiGroups": [spec.GROUP], "resources": [f"{spec.PLURAL}/status"], "verbs": ["get", "patch"]},
-    # The children: watched (label-selected) and applied; old Jobs, HPAs and PDBs deleted.
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _OWN},
-    {"apiGroups": [""], "resources": ["services", "persistentvolumeclaims"], "verbs": _OWN},
+    # The children: watched (label-selected) and applied; old Jobs, HPAs, PDBs and a fetch
+    # claim no longer used are deleted. The Deployment and Service go only by garbage collection.
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _APPLY},
+    {"apiGroups": [""], "resources": ["services"], "verbs": _APPLY},
+    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": _OWN},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": _OWN},
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _OWN},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _OWN},
@@ -30,8 +33,8 @@ RULES: Final[list[dict[str, Any]]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     # Only existence checks (metadata-only GET) of Secrets a spec names.
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    # Events on VoiceServices.
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    # Events on VoiceServices (core/v1, each posted once: ``kube.post_event``).
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 
 LEASE_RULES: Final[list[dict[str, Any]]] = [

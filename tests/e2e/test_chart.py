@@ -286,6 +286,8 @@ def test_charts_rbac_grants_nothing_more(cluster: client.Cluster, namespace: str
         ("get", "configmaps", "-n", other),
         ("create", "serviceaccounts/token", "-n", other),
         ("update", "deployments.apps", "-n", other),  # server-side apply patches; no PUT
+        ("delete", "deployments.apps", "-n", other),  # garbage collection removes it
+        ("patch", "events", "-n", other),  # each Event is created once
         ("patch", "voiceservices.voice-service.io", "-n", other),  # the user's spec is not ours
         ("delete", "voiceservices.voice-service.io", "-n", other),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io"),

@@ -78,12 +78,16 @@ fails when the two differ). Granted cluster-wide, or in each watched namespace.
   resources: ["voiceservices/status"]
   verbs: ["get", "patch"]
 # The children, watched by label and written with server-side apply (a patch that may
-# create); superseded Jobs, HPAs and PDBs are deleted.
+# create); superseded Jobs, HPAs, PDBs and an unused fetch claim are deleted. The
+# Deployment and Service go only by garbage collection.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
-  resources: ["services", "persistentvolumeclaims"]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
@@ -102,10 +106,10 @@ fails when the two differ). Granted cluster-wide, or in each watched namespace.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Events on VoiceServices.
-- apiGroups: ["", "events.k8s.io"]
+# Events on VoiceServices (core/v1, each posted once).
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*
