@@ -35,7 +35,7 @@ async def parse_body(request: web.Request, model: type[Model], *, msgpack: bool 
         raise ApiError(400, "empty_body", "request body is empty")
     try:
         data = ormsgpack.unpackb(raw) if request.content_type in MSGPACK_TYPES else json.loads(raw)
-    except (ValueError, ormsgpack.MsgpackDecodeError) as exc:
+    except (ValueError, RecursionError, ormsgpack.MsgpackDecodeError) as exc:  # RecursionError: absurd nesting
         kind = "msgpack" if request.content_type in MSGPACK_TYPES else "JSON"
         raise ApiError(400, "malformed_body", f"body is not valid {kind}: {exc}") from None
     if not isinstance(data, dict):

@@ -192,6 +192,8 @@ async def test_msgpack_is_refused_where_only_json_is_read() -> None:
         (b"\xff\xfe\x00", "application/json", "malformed_body"),
         (b"[1, 2]", "application/json", "malformed_body"),
         (b'"text"', "application/json", "malformed_body"),
+        (b"[" * 100_000, "application/json", "malformed_body"),  # nesting beyond Python's recursion limit
+        (b"\x91" * 100_000, "application/msgpack", "malformed_body"),
         (b"\xc1", "application/msgpack", "malformed_body"),
         (ormsgpack.packb([1, 2]), "application/msgpack", "malformed_body"),
     ],
