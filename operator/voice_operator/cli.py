@@ -34,6 +34,7 @@ from voice_operator import (
     kube,
     leader,
     metrics,
+    naming,
     rbac,
     spec,
 )
@@ -90,7 +91,7 @@ def _settings() -> kopf.OperatorSettings:
     # Only the operator's own children reach the operator (server-side selection), so
     # memory stays proportional to the VoiceServices, not to the cluster.
     for group_version, plural in handlers.CHILD_RESOURCES.values():
-        settings.watching.label_selectors[group_version, plural] = f"app.kubernetes.io/managed-by={config.MANAGED_BY}"
+        settings.watching.label_selectors[group_version, plural] = naming.MANAGED_SELECTOR
     return settings
 
 

@@ -17,22 +17,17 @@ from typing import Any
 
 import kopf
 
+from voice_operator import config, kube, naming, spec
 from voice_operator import controller as controller_mod
-from voice_operator import naming, spec
 
 logger = logging.getLogger(__name__)
 
 # (group/version, plural) of each child kind, by the controller's index id.
 CHILD_RESOURCES: Mapping[str, tuple[str, str]] = {
-    "deployments": ("apps/v1", "deployments"),
-    "services": ("v1", "services"),
-    "persistentvolumeclaims": ("v1", "persistentvolumeclaims"),
-    "jobs": ("batch/v1", "jobs"),
-    "horizontalpodautoscalers": ("autoscaling/v2", "horizontalpodautoscalers"),
-    "poddisruptionbudgets": ("policy/v1", "poddisruptionbudgets"),
-    "pods": ("v1", "pods"),
+    **{index_id: kube.RESOURCES[kind] for kind, index_id in controller_mod.CHILD_INDEXES.items()},
+    controller_mod.PODS_INDEX: ("v1", "pods"),
 }
-MANAGED = {naming.MANAGED_BY_LABEL: "voice-operator"}
+MANAGED = {naming.MANAGED_BY_LABEL: config.MANAGED_BY}
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 
