@@ -159,12 +159,13 @@ def install(dest: pathlib.Path, download: Any, source: str) -> dict[str, Any]:
     return record
 
 
-def _write_termination(path: str, record: dict[str, Any]) -> None:
+def _write_termination(path: str, text: str) -> None:
+    """What the operator reads back from the pod's status (the kubelet keeps 4096 bytes)."""
     try:
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps({"revision": record.get("revision"), "files": record.get("files"), "bytes": record.get("bytes")}))
+            handle.write(text[:4000])
     except OSError:
-        pass  # not in a pod (or no termination log): the marker file still records it
+        pass  # not in a pod (or no termination log): the marker file and the logs still say it
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,18 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FetchError as err:
         message = f"{'permanent' if err.permanent else 'temporary'} failure: {err}"
         print(f"voice-fetch-checkpoint: {message}", file=sys.stderr)
-        _write_termination_text(args.termination_log, message)
+        _write_termination(args.termination_log, message)
         return PERMANENT if err.permanent else RETRY
-    _write_termination(args.termination_log, record)
+    summary = {"revision": record.get("revision"), "files": record.get("files"), "bytes": record.get("bytes")}
+    _write_termination(args.termination_log, json.dumps(summary))
     return 0
-
-
-def _write_termination_text(path: str, text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text[:4000])
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":
