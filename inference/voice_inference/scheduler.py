@@ -159,6 +159,8 @@ class Scheduler:
                 if job.cancelled.is_set():
                     break
                 job._emit(chunk)
+        except base.RequestTooLarge as exc:  # the client's input, not a model failure: its message is theirs
+            job._emit(exc)
         except Exception as exc:  # a model failure fails this request, not the server
             log.exception("engine failed on a request")
             job._emit(base.EngineError(f"synthesis failed: {exc.__class__.__name__}"))

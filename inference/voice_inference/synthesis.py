@@ -153,6 +153,8 @@ async def respond(
             return response
         if isinstance(exc, TimeoutError):
             raise ApiError(504, "timeout", "synthesis took longer than the request timeout") from None
+        if isinstance(exc, base.RequestTooLarge):
+            raise ApiError(413, "request_too_large", str(exc)) from None
         raise ApiError(500, "synthesis_failed", str(exc)) from None
     finally:
         job.cancel()  # no-op when finished; stops the engine when the client left or we failed

@@ -95,6 +95,15 @@ def test_inline_reference_changes_the_voice(server: ServerProcess) -> None:
     assert pcm(cloned.content).size > 0
 
 
+def test_references_that_fill_the_model_context_are_413(server: ServerProcess) -> None:
+    """The client's input, not a server failure: the tiny model's context is 2560 tokens."""
+    reference = {"audio": base64.b64encode(wav_bytes()).decode(), "text": "word " * 600}
+    response = tts(server, {**BODY, "references": [reference]})
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert "leaves no room" in response.json()["error"]["message"]
+
+
 def test_stored_voice_by_reference_id(server: ServerProcess) -> None:
     upload = httpx.post(
         f"{server.url}/v1/voices", data={"id": "narrator", "text": "A calm low tone."},

@@ -237,6 +237,12 @@ def test_reference_cache_is_bounded_lru_keyed_by_voice_and_content(engine: s1_mi
     assert engine.reference_cache_misses == misses + 3
 
 
+def test_a_prompt_that_fills_the_context_is_the_clients_to_fix(engine: s1_mini.S1MiniEngine) -> None:
+    voice = base.Reference(key="chatty", audio=tone(0.5, 220.0), sample_rate=44_100, text="word " * 600)
+    with pytest.raises(base.RequestTooLarge, match="leaves no room"):
+        run(engine, references=(voice,))
+
+
 def test_empty_reference_audio_is_an_error(engine: s1_mini.S1MiniEngine) -> None:
     empty = base.Reference(key="empty", audio=np.zeros(0, dtype=np.float32), sample_rate=44_100, text="t")
     with pytest.raises(ValueError, match="empty"):

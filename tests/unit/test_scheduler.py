@@ -69,6 +69,8 @@ class ScriptedEngine(base.Engine):
                     return
                 if request.text == "boom" and i == self.fail_after:
                     raise RuntimeError("the model exploded")
+                if request.text == "too large":
+                    raise base.RequestTooLarge("the prompt leaves no room")
                 self.produced += 1
                 yield np.full(4, i, dtype=np.float32)
         finally:
@@ -212,6 +214,17 @@ async def test_cancelling_a_running_job_stops_the_engine_at_its_next_chunk() -> 
         assert gauge(metrics, "voice_queue_depth") == 0
     finally:
         engine.release()
+        await scheduler.close()
+
+
+async def test_a_request_too_large_reaches_the_job_as_it_is() -> None:
+    scheduler, _ = await make_scheduler(ScriptedEngine(chunks=5))
+    try:
+        with pytest.raises(base.RequestTooLarge, match="leaves no room"):
+            async with asyncio.timeout(WAIT_S):
+                await collect(scheduler.submit(request("too large")))
+        assert len(await collect(scheduler.submit(request("fine")))) == 5
+    finally:
         await scheduler.close()
 
 

@@ -51,6 +51,13 @@ class EngineError(RuntimeError):
     """A failure inside the engine; the server answers 500 and keeps serving."""
 
 
+class RequestTooLarge(EngineError):
+    """The request does not fit the model (its prompt leaves no room to generate): the client's to fix.
+
+    The scheduler hands it to the job as it is, and the server answers 413 with its message.
+    """
+
+
 class Engine(abc.ABC):
     """A model that turns text into audio chunks at ``sample_rate`` Hz."""
 

@@ -260,7 +260,7 @@ class S1MiniEngine(base.Engine):
             room = max_seq_len - prompt.shape[1] - 1
             if room > 0:
                 return prompt.to(self.device), room if budget is None else min(room, budget)
-        raise base.EngineError(
+        raise base.RequestTooLarge(
             f"the prompt ({prompt.shape[1]} tokens with its reference voices) leaves no room in the "
             f"model's context of {max_seq_len} tokens; use shorter references or text"
         )
