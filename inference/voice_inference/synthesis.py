@@ -140,7 +140,7 @@ async def respond(
                 return await _sse(http_request, response, chunks, encoder, stats)
             if streaming:
                 return await _stream(http_request, response, chunks, encoder, stats)
-            body = b"".join([encoder.encode(chunk) async for chunk in chunks]) + encoder.finish()
+            body = b"".join([await _encode(encoder, chunk) async for chunk in chunks]) + await _encode(encoder)
             stats.first_bytes()
             return web.Response(body=body, content_type=encoder.content_type)
     except (TimeoutError, base.EngineError) as exc:
@@ -217,10 +217,18 @@ async def _send_encoded(
     first = await anext(iterator, None)
     await response.prepare(http_request)
     if first is not None:
-        await emit(encoder.encode(first))
+        await emit(await _encode(encoder, first))
     async for chunk in iterator:
-        await emit(encoder.encode(chunk))
-    await emit(encoder.finish())
+        await emit(await _encode(encoder, chunk))
+    await emit(await _encode(encoder))
+
+
+async def _encode(encoder: encoders.Encoder, chunk: np.ndarray | None = None) -> bytes:
+    """``encoder.encode(chunk)``, or ``finish()`` without a chunk, on a worker thread: MP3 and AAC
+    cost about 1 % of the audio's duration in CPU, which would otherwise stall the event loop."""
+    if chunk is None:
+        return await asyncio.to_thread(encoder.finish)
+    return await asyncio.to_thread(encoder.encode, chunk)
 
 
 async def _counted(job: AsyncIterator[np.ndarray], stats: "_Stats") -> AsyncIterator[np.ndarray]:
