@@ -7,6 +7,7 @@ segment; segments end on sentence punctuation where possible, never mid-word.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:。！？；])\s+|(?<=[。！？；])")
 _SPACES = re.compile(r"\s+")
@@ -21,38 +22,29 @@ def split_text(text: str, max_chars: int) -> list[str]:
     """Split into segments of at most ``max_chars`` characters, preferring sentence ends."""
     if max_chars < 1:
         raise ValueError("max_chars must be positive")
-    segments: list[str] = []
-    current = ""
-    for sentence in (s for s in _SENTENCE_END.split(text.strip()) if s):
-        for piece in _split_long(sentence, max_chars):
-            if current and len(current) + 1 + len(piece) > max_chars:
-                segments.append(current)
-                current = piece
-            else:
-                current = f"{current} {piece}" if current else piece
-    if current:
-        segments.append(current)
-    return segments
+    sentences = (s for s in _SENTENCE_END.split(text.strip()) if s)
+    return _pack((piece for sentence in sentences for piece in _split_long(sentence, max_chars)), max_chars)
 
 
 def _split_long(sentence: str, max_chars: int) -> list[str]:
     """Break one over-long sentence on whitespace (or hard, for text without spaces)."""
     if len(sentence) <= max_chars:
         return [sentence]
-    pieces: list[str] = []
+    # Any whitespace: un-normalized text keeps newlines and tabs. Longer words are cut hard.
+    words = (word[i : i + max_chars] for word in sentence.split() for i in range(0, len(word), max_chars))
+    return _pack(words, max_chars)
+
+
+def _pack(pieces: Iterable[str], max_chars: int) -> list[str]:
+    """Join consecutive pieces with single spaces into runs of at most ``max_chars`` characters."""
+    runs: list[str] = []
     current = ""
-    for word in sentence.split():  # any whitespace: un-normalized text keeps newlines and tabs
-        while len(word) > max_chars:
-            if current:
-                pieces.append(current)
-                current = ""
-            pieces.append(word[:max_chars])
-            word = word[max_chars:]
-        if current and len(current) + 1 + len(word) > max_chars:
-            pieces.append(current)
-            current = word
+    for piece in pieces:
+        if current and len(current) + 1 + len(piece) > max_chars:
+            runs.append(current)
+            current = piece
         else:
-            current = f"{current} {word}" if current else word
+            current = f"{current} {piece}" if current else piece
     if current:
-        pieces.append(current)
-    return pieces
+        runs.append(current)
+    return runs
