@@ -74,6 +74,25 @@ async def test_a_new_revision_replaces_the_old_copy(tmp_path: Path) -> None:
     assert [path.name for path in tmp_path.iterdir()] == ["alice"]
 
 
+async def test_a_lookup_at_another_revision_reads_nothing_from_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    voice_cache = cache.VoiceCache(tmp_path, max_bytes=10_000)
+    await voice_cache.fetch("alice", "r1", Loader(files("a")))
+    reads: list[Path] = []
+    real_read_entry = cache._read_entry
+
+    def read_entry(folder: Path, revision: str) -> cache.VoiceFiles | None:
+        reads.append(folder)
+        return real_read_entry(folder, revision)
+
+    monkeypatch.setattr(cache, "_read_entry", read_entry)
+    assert await voice_cache.read("alice", "r2") is None
+    assert reads == []
+    assert await voice_cache.read_latest("alice") == ("r1", files("a"))
+    assert len(reads) == 1
+
+
 async def test_a_failed_load_caches_nothing_and_the_next_fetch_retries(tmp_path: Path) -> None:
     voice_cache = cache.VoiceCache(tmp_path, max_bytes=10_000)
 

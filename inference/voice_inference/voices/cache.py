@@ -91,15 +91,18 @@ class VoiceCache:
             return files
 
     async def read(self, voice_id: str, revision: str) -> VoiceFiles | None:
-        """The cached copy at ``revision``, or None."""
-        found = await self.read_latest(voice_id)
-        return found[1] if found is not None and found[0] == revision else None
+        """The cached copy at ``revision``, or None (without reading a copy of another revision)."""
+        found = await self._read(voice_id, revision)
+        return found[1] if found is not None else None
 
     async def read_latest(self, voice_id: str) -> tuple[str, VoiceFiles] | None:
         """The cached copy whatever its revision, as ``(revision, files)``, or None."""
+        return await self._read(voice_id, None)
+
+    async def _read(self, voice_id: str, revision: str | None) -> tuple[str, VoiceFiles] | None:
         entries = await self._index()
         entry = entries.get(voice_id)
-        if entry is None:
+        if entry is None or revision not in (None, entry.revision):
             return None
         files = await asyncio.to_thread(_read_entry, self.root / voice_id, entry.revision)
         if files is None:  # removed behind our back (or by an eviction racing this read)
