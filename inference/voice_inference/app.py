@@ -82,7 +82,6 @@ async def _start_engine(app: web.Application) -> None:
     async def load() -> None:
         try:
             await services.scheduler.start(warm_up=services.settings.warmup)
-            services.metrics.ready.set(1)
         except Exception:  # reported by /health/ready; the process stays up for diagnosis
             log.exception("engine failed to load")
 

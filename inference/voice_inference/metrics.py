@@ -1,7 +1,7 @@
 """Prometheus metrics of one server, on a registry of its own (so tests can run many apps).
 
 Created by ``app.build_app``; updated by the request middleware (requests by route and
-status), the scheduler (queue depth, in flight, rejections) and the synthesis handlers
+status), the scheduler (queue depth, in flight, rejections, engine ready) and the synthesis handlers
 (time to first audio byte, audio produced, real-time factor); served at ``/metrics``.
 """
 

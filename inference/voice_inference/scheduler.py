@@ -83,6 +83,7 @@ class Scheduler:
         self._running: Job | None = None
         self.ready = False
         self.load_error: str | None = None
+        metrics.ready.set_function(lambda: float(self.ready))  # the gauge reads the flag: never out of step
 
     @property
     def sample_rate(self) -> int:

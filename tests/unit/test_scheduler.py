@@ -248,21 +248,25 @@ async def test_an_engine_exception_fails_that_job_only(fail_after: int) -> None:
 
 
 async def test_submit_before_start_is_not_ready() -> None:
-    scheduler, _ = await make_scheduler(ScriptedEngine(), start=False)
+    scheduler, metrics = await make_scheduler(ScriptedEngine(), start=False)
     with pytest.raises(scheduler_mod.NotReady):
         scheduler.submit(request())
+    assert gauge(metrics, "voice_engine_ready") == 0
     await scheduler.start()
     try:
+        assert gauge(metrics, "voice_engine_ready") == 1
         assert len(await collect(scheduler.submit(request()))) == 5
     finally:
         await scheduler.close()
+    assert gauge(metrics, "voice_engine_ready") == 0, "a closing server is not ready"
 
 
 async def test_a_failed_load_is_reported_and_keeps_refusing() -> None:
-    scheduler, _ = await make_scheduler(FailingLoadEngine(), start=False)
+    scheduler, metrics = await make_scheduler(FailingLoadEngine(), start=False)
     with pytest.raises(FileNotFoundError):
         await scheduler.start()
     assert not scheduler.ready
+    assert gauge(metrics, "voice_engine_ready") == 0
     assert scheduler.load_error is not None and "no checkpoint" in scheduler.load_error
     with pytest.raises(scheduler_mod.NotReady, match="no checkpoint"):
         scheduler.submit(request())
