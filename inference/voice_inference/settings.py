@@ -106,8 +106,8 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys_file", "reference_hf_token_file")
     @classmethod
-    def _api_keys_file_exists(cls, value: Path | None) -> Path | None:
-        # A field validator, so the error names VOICE_API_KEYS_FILE (cli prints the field).
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        # A field validator, so the error names the variable, e.g. VOICE_API_KEYS_FILE (cli prints the field).
         if value is not None and not value.is_file():
             raise ValueError(f"{value} does not exist or is not a file")
         return value

@@ -160,7 +160,11 @@ class VoiceStore(abc.ABC):
     async def delete(self, voice_id: str) -> None: ...
 
     async def check(self) -> None:
-        """Raise ``StorageUnavailable`` with the reason if the backend cannot be used (for start-up logs)."""
+        """Raise ``StorageUnavailable`` with the reason if the backend cannot be used.
+
+        A diagnostic for tests and tools: the server does not call it, so a misconfigured backend
+        shows on the first voice request (503 with this same reason).
+        """
 
     async def close(self) -> None:
         pass
