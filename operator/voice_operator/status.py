@@ -70,7 +70,7 @@ class Observation:
     desired_hash: str | None  # None: no Deployment rendered yet (checkpoint not ready)
     served: Served | None
     deployment: Mapping[str, Any] | None
-    pods: Sequence[Mapping[str, Any]] = ()
+    pods: Sequence[Mapping[str, Any]] = ()  # the inference pods (reconcile selects them)
     job: Mapping[str, Any] | None = None
     job_pods: Sequence[Mapping[str, Any]] = ()
     claim: Mapping[str, Any] | None = None
@@ -244,7 +244,6 @@ def compute(obs: Observation, now: datetime.datetime) -> tuple[dict[str, Any], l
     ctx = obs.ctx
     desired = ctx.spec.replicas
     ro = rollout(obs)
-    inference_pods = [p for p in obs.pods if _get(p, "metadata", "labels", naming.COMPONENT_LABEL) == naming.INFERENCE]
 
     ck_status, ck_reason, ck_message = _checkpoint(obs)
 
@@ -254,7 +253,7 @@ def compute(obs: Observation, now: datetime.datetime) -> tuple[dict[str, Any], l
         problems.append(Problem({"FetchFailed": "CheckpointFetchFailed"}.get(ck_reason, ck_reason), ck_message))
     if ro.stuck:
         problems.append(Problem("ProgressDeadlineExceeded", ro.stuck))
-    problems += pod_problems(inference_pods)
+    problems += pod_problems(obs.pods)
     if problems:
         extra = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         degraded = (TRUE, problems[0].reason, "; ".join(p.message for p in problems[:3]) + extra)
@@ -296,7 +295,7 @@ def compute(obs: Observation, now: datetime.datetime) -> tuple[dict[str, Any], l
         # keep saying what was true rather than flap.
         ready = (previous_ready["status"], previous_ready["reason"], previous_ready.get("message", ""))
     else:
-        waiting_on = unschedulable(inference_pods)
+        waiting_on = unschedulable(obs.pods)
         if degraded[0] == TRUE:
             ready = (FALSE, degraded[1], f"{ro.ready}/{desired} pods ready; {degraded[2]}")
         elif waiting_on:
