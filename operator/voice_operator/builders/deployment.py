@@ -133,27 +133,19 @@ def _volumes(ctx: common.Context, plan: checkpoint_builder.Plan) -> tuple[list[d
     else:
         volumes.append({"name": "references", "emptyDir": {}})
     mounts.append({"name": "references", "mountPath": contract.REFERENCES_MOUNT})
-    if s.api_key_secret is not None:
-        volumes.append({
-            "name": "api-keys",
-            "secret": {
-                "secretName": s.api_key_secret.name,
-                "items": [{"key": s.api_key_secret.key, "path": "keys"}],
-                "defaultMode": 0o440,
-            },
-        })
-        mounts.append({"name": "api-keys", "mountPath": contract.API_KEYS_MOUNT, "readOnly": True})
     hf = s.references.huggingface if s.references.storage == "huggingface" else None
-    if hf is not None and hf.token_secret is not None:
+    for volume, ref, mount_path, file_name in (
+        ("api-keys", s.api_key_secret, contract.API_KEYS_MOUNT, "keys"),
+        ("hf-token", hf.token_secret if hf is not None else None, contract.HF_TOKEN_MOUNT, "token"),
+    ):
+        if ref is None:
+            continue
+        # One key of the Secret as one read-only file (the server reads the file, not env).
         volumes.append({
-            "name": "hf-token",
-            "secret": {
-                "secretName": hf.token_secret.name,
-                "items": [{"key": hf.token_secret.key, "path": "token"}],
-                "defaultMode": 0o440,
-            },
+            "name": volume,
+            "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": file_name}], "defaultMode": 0o440},
         })
-        mounts.append({"name": "hf-token", "mountPath": contract.HF_TOKEN_MOUNT, "readOnly": True})
+        mounts.append({"name": volume, "mountPath": mount_path, "readOnly": True})
     volumes += [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
     mounts += [
         {"name": "cache", "mountPath": contract.CACHE_MOUNT},
