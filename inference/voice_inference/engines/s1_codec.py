@@ -328,15 +328,19 @@ def _conv_backend(device: torch.device) -> contextlib.AbstractContextManager[obj
     return torch.backends.mkldnn.flags(enabled=False)
 
 
+# A convolution's weight under each layout: parametrized weight norm, the old weight_norm, none.
+_CONV_WEIGHT_SUFFIXES = (".parametrizations.weight.original1", ".weight_v", ".weight")
+
+
 def _conv_weight(state: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
-    for suffix in (".parametrizations.weight.original1", ".weight_v", ".weight"):
+    for suffix in _CONV_WEIGHT_SUFFIXES:
         if prefix + suffix in state:
             return state[prefix + suffix]
     raise CodecError(f"codec.pth has no weights for {prefix} (not a modded DAC codec?)")
 
 
 def _has_conv(state: dict[str, torch.Tensor], prefix: str) -> bool:
-    return any(prefix + suffix in state for suffix in (".parametrizations.weight.original1", ".weight_v", ".weight"))
+    return any(prefix + suffix in state for suffix in _CONV_WEIGHT_SUFFIXES)
 
 
 def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
