@@ -7,6 +7,7 @@ JSON in the route's error shape; anything unexpected is logged and answered 500 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -21,6 +22,9 @@ from voice_inference.metrics import Metrics
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The status label of a request whose client disconnected first (nginx's convention).
+CLIENT_CLOSED = 499
 
 # Probes, scrapes and the API description stay open when keys are required.
 OPEN_PATHS = ("/health/", "/metrics", "/openapi.json")
@@ -52,6 +56,9 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamRe
         except web.HTTPException as exc:
             status = exc.status
             raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = CLIENT_CLOSED  # the client went away: not a server error
+            raise
         finally:
             route = route_name(request)
             metrics.requests.labels(route, request.method, str(status)).inc()
@@ -67,6 +74,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return errors.response(exc, openai=openai)
+    except ConnectionResetError:
+        raise  # the client left mid-response; aiohttp closes quietly, nothing to answer
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

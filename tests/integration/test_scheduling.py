@@ -68,6 +68,11 @@ def test_client_going_away_stops_the_work(start_server) -> None:
     assert metrics_scrape.value(server.url, "voice_queue_depth") == 0.0
     produced = metrics_scrape.value(server.url, "voice_audio_seconds_total") - before
     assert 0 < produced < full_seconds / 2
+    # Counted as the client's doing (499), not a server error, and logged without a traceback.
+    closed = {"route": "/v1/tts", "status": "499"}
+    assert metrics_scrape.value(server.url, "voice_http_requests_total", closed) == 1.0
+    assert metrics_scrape.value(server.url, "voice_http_requests_total", {"route": "/v1/tts", "status": "500"}) == 0.0
+    assert "Traceback" not in server.log_path.read_text()
 
 
 def test_waiting_request_whose_client_left_leaves_the_queue(start_server) -> None:
