@@ -21,6 +21,9 @@ RULES: Final[list[dict[str, Any]]] = [
     # kopf watches VoiceServices; reconcile writes their status.
     {"apiGroups": [spec.GROUP], "resources": [spec.PLURAL], "verbs": _WATCH},
     {"apiGroups": [spec.GROUP], "resources": [f"{spec.PLURAL}/status"], "verbs": ["get", "patch"]},
+    # Children carry owner references with blockOwnerDeletion; clusters running the
+    # OwnerReferencesPermissionEnforcement admission plugin (OpenShift) require this for them.
+    {"apiGroups": [spec.GROUP], "resources": [f"{spec.PLURAL}/finalizers"], "verbs": ["update"]},
     # The children: watched (label-selected) and applied; old Jobs, HPAs, PDBs and a fetch
     # claim no longer used are deleted. The Deployment and Service go only by garbage collection.
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _APPLY},

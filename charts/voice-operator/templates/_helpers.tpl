@@ -77,6 +77,11 @@ fails when the two differ). Granted cluster-wide, or in each watched namespace.
 - apiGroups: ["voice-service.io"]
   resources: ["voiceservices/status"]
   verbs: ["get", "patch"]
+# Children carry owner references with blockOwnerDeletion; clusters running the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift) require this for them.
+- apiGroups: ["voice-service.io"]
+  resources: ["voiceservices/finalizers"]
+  verbs: ["update"]
 # The children, watched by label and written with server-side apply (a patch that may
 # create); superseded Jobs, HPAs, PDBs and an unused fetch claim are deleted. The
 # Deployment and Service go only by garbage collection.
