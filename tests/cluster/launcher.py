@@ -390,7 +390,9 @@ class ControlPlane:
             "--authorization-mode=Node,RBAC",
             # The default plugins (ServiceAccount, NamespaceLifecycle, LimitRanger,
             # DefaultStorageClass, ResourceQuota, PodSecurity, webhooks...) stay on.
-            "--enable-admission-plugins=NodeRestriction",
+            # OwnerReferencesPermissionEnforcement (on in OpenShift) checks that whoever sets
+            # blockOwnerDeletion may update the owner's finalizers: the operator's RBAC must.
+            "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={certs.service_account_pub}",
             f"--service-account-signing-key-file={certs.service_account_key}",
