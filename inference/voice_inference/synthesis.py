@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,10 +136,8 @@ async def respond(
     try:
         async with asyncio.timeout(services.settings.request_timeout_seconds):
             chunks = _gained(_counted(job, stats), gain_db)
-            if sse:
-                return await _sse(http_request, response, chunks, encoder, stats)
-            if streaming:
-                return await _stream(http_request, response, chunks, encoder, stats)
+            if streaming or sse:
+                return await _stream(http_request, response, chunks, encoder, stats, sse=sse)
             body = b"".join([await _encode(encoder, chunk) async for chunk in chunks]) + await _encode(encoder)
             stats.first_bytes()
             return web.Response(body=body, content_type=encoder.content_type)
@@ -167,51 +165,26 @@ async def _stream(
     chunks: AsyncIterator[np.ndarray],
     encoder: encoders.Encoder,
     stats: "_Stats",
+    *,
+    sse: bool,
 ) -> web.StreamResponse:
-    """Audio bytes as they are encoded, in a chunked body."""
-    response.enable_chunked_encoding()
+    """Audio as it is encoded: raw bytes in a chunked body, or (OpenAI's ``stream_format:
+    sse``) base64 audio delta events followed by a done event."""
 
-    async def write(data: bytes) -> None:
-        if data:
+    async def event(body: dict[str, object]) -> None:
+        await response.write(f"data: {json.dumps(body)}\n\n".encode())
+
+    async def emit(data: bytes) -> None:
+        if not data:
+            return
+        if sse:
+            await event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+        else:
             await response.write(data)
-            stats.first_bytes()
+        stats.first_bytes()
 
-    await _send_encoded(http_request, response, chunks, encoder, write)
-    await response.write_eof()
-    return response
-
-
-async def _sse(
-    http_request: web.Request,
-    response: web.StreamResponse,
-    chunks: AsyncIterator[np.ndarray],
-    encoder: encoders.Encoder,
-    stats: "_Stats",
-) -> web.StreamResponse:
-    """OpenAI's ``stream_format: sse``: base64 audio deltas, then a done event."""
-
-    async def send(event: dict[str, object]) -> None:
-        await response.write(f"data: {json.dumps(event)}\n\n".encode())
-
-    async def delta(data: bytes) -> None:
-        if data:
-            await send({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
-            stats.first_bytes()
-
-    await _send_encoded(http_request, response, chunks, encoder, delta)
-    await send({"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}})
-    await response.write_eof()
-    return response
-
-
-async def _send_encoded(
-    http_request: web.Request,
-    response: web.StreamResponse,
-    chunks: AsyncIterator[np.ndarray],
-    encoder: encoders.Encoder,
-    emit: Callable[[bytes], Awaitable[None]],
-) -> None:
-    """Encode each chunk as it comes and hand the bytes to ``emit``."""
+    if not sse:
+        response.enable_chunked_encoding()
     # Wait for the first audio before sending headers, so an early failure is still a JSON error.
     iterator = aiter(chunks)
     first = await anext(iterator, None)
@@ -221,6 +194,10 @@ async def _send_encoded(
     async for chunk in iterator:
         await emit(await _encode(encoder, chunk))
     await emit(await _encode(encoder))
+    if sse:
+        await event({"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}})
+    await response.write_eof()
+    return response
 
 
 async def _encode(encoder: encoders.Encoder, chunk: np.ndarray | None = None) -> bytes:
