@@ -1,9 +1,9 @@
 """Shared pieces of the S1 Mini tests (tests/unit/test_s1_*.py, tests/integration/test_s1_server.py).
 
 ``tiny_checkpoint_dir``: the random-weight tiny checkpoint, written once per test session by our
-own generator (never downloaded); each test module wraps it in a session fixture. Importing
-this module needs torch and fish-speech (the [s1] extra); test modules skip before importing it
-when torch is absent.
+own generator (never downloaded); tests get it through the ``tiny_checkpoint`` fixture of
+tests/conftest.py (the server tests call it directly). Importing this module needs torch and
+fish-speech (the [s1] extra); test modules skip before importing it when torch is absent.
 """
 
 from __future__ import annotations

@@ -93,3 +93,8 @@ def fake_nodes(cluster: client.Cluster) -> list[str]:
     if not names:
         pytest.skip("this cluster has no kwok-simulated nodes (run `python -m tests.cluster attach-kwok`)")
     return names
+
+
+# The operator's fixtures (a real operator process, the CRD installed), shared by the
+# test_operator_*.py modules; importing them here registers them for this folder.
+from tests.e2e.operator_fixtures import crd_installed, operator, start_operator  # noqa: E402, F401

@@ -11,18 +11,13 @@ from tests.cluster import client, nodes
 from tests.e2e.operator_fixtures import (
     OperatorProcess,
     condition,
-    crd_installed,
     event_reasons,
     exists,
-    operator,
-    start_operator,
     voiceservice,
     wait_condition,
 )
 
 pytestmark = pytest.mark.e2e
-# Fixtures imported for pytest (it finds them by name in this module).
-_FIXTURES = (crd_installed, operator, start_operator)
 
 HF = {"source": {"huggingface": {"repo": "fishaudio/openaudio-s1-mini", "revision": "main"}}, "storage": {"size": "1Gi"}}
 

@@ -12,19 +12,14 @@ from tests.cluster import client, nodes
 from tests.e2e.operator_fixtures import (
     GPU_TOLERATION,
     OperatorProcess,
-    crd_installed,
     event_reasons,
     exists,
     get_vs,
-    operator,
-    start_operator,
     voiceservice,
     wait_condition,
 )
 
 pytestmark = pytest.mark.e2e
-# Fixtures imported for pytest (it finds them by name in this module).
-_FIXTURES = (crd_installed, operator, start_operator)
 
 
 def deployment_of(cluster: client.Cluster, namespace: str, name: str) -> dict:

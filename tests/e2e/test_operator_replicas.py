@@ -7,16 +7,9 @@ import signal
 import pytest
 
 from tests.cluster import client
-from tests.e2e.operator_fixtures import (
-    crd_installed,
-    start_operator,
-    voiceservice,
-    wait_condition,
-)
+from tests.e2e.operator_fixtures import voiceservice, wait_condition
 
 pytestmark = pytest.mark.e2e
-# Fixtures imported for pytest (it finds them by name in this module).
-_FIXTURES = (crd_installed, start_operator)
 
 
 def test_one_leader_writes_and_a_standby_takes_over(cluster: client.Cluster, namespace: str, start_operator) -> None:

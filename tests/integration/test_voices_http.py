@@ -4,9 +4,6 @@ The server runs as a child process configured only through ``VOICE_*``/``AWS_*``
 as in a pod: S3 through moto_server, the Hub through ``LocalHub``, both on loopback.
 """
 
-# The storage fixtures are imported by name, so test parameters "redefine" them.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,14 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.integration.conftest import StartServer
-from tests.storage_fixtures import (  # noqa: F401
-    LocalHub,
-    S3Bucket,
-    local_hub,
-    moto_s3,
-    s3_bucket,
-    wav_bytes,
-)
+from tests.storage_fixtures import LocalHub, S3Bucket, wav_bytes
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 

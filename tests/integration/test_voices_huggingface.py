@@ -6,9 +6,6 @@ tokens, and each bad input: corrupt audio, missing transcript, unknown repo or r
 bad token, unreachable endpoint.
 """
 
-# The storage fixtures are imported by name, so test parameters "redefine" them.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +21,7 @@ from voice_inference.settings import Settings
 from voice_inference.voices import huggingface
 
 from tests.servers import free_port
-from tests.storage_fixtures import LocalHub, local_hub, wav_bytes  # noqa: F401 (fixture)
+from tests.storage_fixtures import LocalHub, wav_bytes
 
 REPO = "acme/voices"
 

@@ -5,9 +5,6 @@ of the bucket, and each bad input: corrupt audio, missing transcript, bad manife
 bucket, wrong credentials, unreachable endpoint.
 """
 
-# The storage fixtures are imported by name, so test parameters "redefine" them.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +20,7 @@ from voice_inference.settings import Settings
 from voice_inference.voices import s3
 
 from tests.servers import free_port
-from tests.storage_fixtures import S3Bucket, moto_s3, s3_bucket, wav_bytes  # noqa: F401 (fixtures)
+from tests.storage_fixtures import S3Bucket, wav_bytes
 
 
 def tone(frequency: float = 220.0, seconds: float = 0.25, rate: int = 16_000) -> np.ndarray:

@@ -11,10 +11,8 @@ import sys
 import pytest
 from voice_operator import fetch
 
-from tests.storage_fixtures import LocalHub, S3Bucket, local_hub, moto_s3, s3_bucket
+from tests.storage_fixtures import LocalHub, S3Bucket
 
-# Fixtures imported for pytest (it finds them by name in this module).
-_FIXTURES = (local_hub, moto_s3, s3_bucket)
 
 FILES = {
     "config.json": b'{"dim": 8}',

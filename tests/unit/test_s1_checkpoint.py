@@ -18,14 +18,8 @@ import yaml  # noqa: E402
 from fish_speech.tokenizer import FishTokenizer  # noqa: E402
 from voice_inference.engines import s1_checkpoint, s1_codec, s1_mini  # noqa: E402
 
-from tests import s1_support  # noqa: E402
 
 pytestmark = pytest.mark.s1
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return s1_support.tiny_checkpoint_dir(tmp_path_factory)
 
 
 REFERENCE_CONFIG = Path(__file__).resolve().parents[3] / "shared" / "reference" / "openaudio-s1-mini.config.json"

@@ -17,15 +17,9 @@ pytest.importorskip(
 import torch  # noqa: E402
 from voice_inference.engines import base, s1_codec, s1_mini  # noqa: E402
 
-from tests import s1_support  # noqa: E402
 from tests.s1_support import tone  # noqa: E402
 
 pytestmark = pytest.mark.s1
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return s1_support.tiny_checkpoint_dir(tmp_path_factory)
 
 
 HOP = 2048

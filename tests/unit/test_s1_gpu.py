@@ -16,18 +16,12 @@ pytest.importorskip(
 import torch  # noqa: E402
 from voice_inference.engines import base, s1_mini  # noqa: E402
 
-from tests import s1_support  # noqa: E402
 
 pytestmark = [
     pytest.mark.s1,
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: GPU tests run where one is present"),
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return s1_support.tiny_checkpoint_dir(tmp_path_factory)
 
 
 HOP = 2048
