@@ -26,7 +26,7 @@ from voice_inference import audio, encoders, voices
 from voice_inference.engines import base
 from voice_inference.errors import ApiError
 from voice_inference.metrics import Metrics
-from voice_inference.scheduler import NotReady, QueueFull, Scheduler
+from voice_inference.scheduler import Job, NotReady, QueueFull, Scheduler
 from voice_inference.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def store_errors(voice_id: str | None, *, field: str | None) -> Iterator[None]:
         raise ApiError(503, "voice_storage_unavailable", f"voice storage failed: {exc}") from None
 
 
-def submit(services: Services, request: base.SynthesisRequest):  # -> scheduler.Job
+def submit(services: Services, request: base.SynthesisRequest) -> Job:
     try:
         return services.scheduler.submit(request)
     except QueueFull as exc:
