@@ -156,6 +156,7 @@ async def respond(
         raise ApiError(500, "synthesis_failed", str(exc)) from None
     finally:
         job.cancel()  # no-op when finished; stops the engine when the client left or we failed
+        encoder.close()  # an unfinished FFmpeg muxer crashes the process when collected
         stats.done()
 
 

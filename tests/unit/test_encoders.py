@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -175,6 +177,31 @@ def test_finish_twice_is_safe_for_compressed_streams() -> None:
     encoder.encode(tone(0.2))
     encoder.finish()
     assert encoder.finish() == b""
+
+
+# Run in a child process: collecting an FFmpeg muxer that has written data and was never
+# closed crashes the interpreter (SIGSEGV), which would take the test run down with it.
+ABANDON_MID_STREAM = """
+import gc, sys
+import numpy as np
+from voice_inference import encoders
+for streaming in (True, False):
+    encoder = encoders.create(sys.argv[1], 44_100, streaming=streaming)
+    encoder.encode(np.full(44_100, 0.1, dtype=np.float32))
+    encoder.close()  # what a response that ends early calls instead of finish()
+    assert encoder.encode(np.full(4_410, 0.1, dtype=np.float32)) == b""
+    del encoder
+    gc.collect()
+print("collected")
+"""
+
+
+@pytest.mark.parametrize("fmt", COMPRESSED)
+def test_an_encoder_closed_before_finish_is_released_safely(fmt: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ABANDON_MID_STREAM, fmt], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "collected"), result.stderr[-2000:]
 
 
 @pytest.mark.parametrize(
