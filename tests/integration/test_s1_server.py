@@ -12,15 +12,14 @@ import httpx
 import numpy as np
 import pytest
 
-pytest.importorskip(
-    "torch", reason="torch is not installed: the S1 Mini tests need the [s1] extra (`make test` installs it)"
-)
+from tests import s1_support
+
+s1_support.require_engine()
 
 import openai  # noqa: E402
 import soundfile  # noqa: E402
 
 from tests.audio_checks import decode  # noqa: E402
-from tests.s1_support import tiny_checkpoint_dir, tone  # noqa: E402
 from tests.servers import ServerProcess  # noqa: E402
 
 pytestmark = pytest.mark.s1
@@ -35,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("s1-server")
     env = {
         "VOICE_TTS_PROVIDER": "s1_mini",
-        "VOICE_S1_CHECKPOINT_PATH": str(tiny_checkpoint_dir(tmp_path_factory)),
+        "VOICE_S1_CHECKPOINT_PATH": str(s1_support.tiny_checkpoint_dir(tmp_path_factory)),
         "VOICE_S1_DEVICE": "cpu",
         "VOICE_S1_CPU_THREADS": "1",
         "VOICE_REFERENCE_PATH": str(folder / "references"),
@@ -54,7 +53,7 @@ def pcm(data: bytes) -> np.ndarray:
 
 def wav_bytes(seconds: float = 1.0, hz: float = 220.0, rate: int = 22_050) -> bytes:
     buffer = io.BytesIO()
-    soundfile.write(buffer, tone(seconds, hz, rate), rate, format="WAV")
+    soundfile.write(buffer, s1_support.tone(seconds, hz, rate), rate, format="WAV")
     return buffer.getvalue()
 
 
