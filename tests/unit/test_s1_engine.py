@@ -116,7 +116,7 @@ def test_balanced_latency_sends_a_smaller_first_chunk(engine: s1_mini.S1MiniEngi
 def test_max_new_tokens_bounds_the_whole_request(engine: s1_mini.S1MiniEngine) -> None:
     long_text = " ".join(["A sentence that goes on."] * 6)
     for budget in (1, 7, 20):
-        assert joined(run(engine, text=long_text, chunk_length=30, max_new_tokens=budget)).size <= budget * HOP
+        assert 0 < joined(run(engine, text=long_text, chunk_length=30, max_new_tokens=budget)).size <= budget * HOP
 
 
 def test_long_text_is_generated_segment_by_segment(
@@ -278,8 +278,21 @@ def test_generate_before_load_is_an_engine_error(tiny_checkpoint: Path) -> None:
         next(s1_mini.S1MiniEngine(tiny_checkpoint).generate(base.SynthesisRequest(text="hi"), threading.Event()))
 
 
-def test_warm_up_runs(engine: s1_mini.S1MiniEngine) -> None:
+def test_warm_up_synthesizes_once_through_generate(
+    engine: s1_mini.S1MiniEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[int] = []  # chunks of each generate() call, counted as the warm-up consumes them
+    original = engine.generate
+
+    def counting(request: base.SynthesisRequest, cancelled: threading.Event):
+        made.append(0)
+        for chunk in original(request, cancelled):
+            made[-1] += 1
+            yield chunk
+
+    monkeypatch.setattr(engine, "generate", counting)
     engine.warm_up()
+    assert len(made) == 1 and made[0] > 0, "one synthesis, whose audio was really made"
 
 
 def test_cache_spans_grow_with_the_request(engine: s1_mini.S1MiniEngine) -> None:
