@@ -1,4 +1,4 @@
-"""The scheduler seen over HTTP: streaming really streams (WAV bytes and Opus audio pages
+"""The scheduler seen over HTTP: streaming really streams (WAV samples and Opus audio pages
 leave while the engine is still at work), a full queue answers 429 with Retry-After, a client
 that goes away frees the engine (running or queued, and the server survives it), slow synthesis
 times out (a 504, or a cut connection once audio is out), and the server reports ready only
@@ -23,35 +23,33 @@ from tests.servers import ServerProcess
 LONG_TEXT = "This sentence takes a while to say out loud. " * 6  # about 30 chunks of audio
 
 
-def test_stream_sends_first_audio_before_the_last_is_made(start_server) -> None:
-    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
-    body = {"text": LONG_TEXT, "streaming": True, "format": "wav"}
-    with httpx.stream("POST", f"{server.url}/v1/tts", json=body, timeout=60) as response:
-        assert response.status_code == 200
-        stream = response.iter_raw()
-        first = next(stream)
-        # The engine is still generating while we hold the first bytes.
-        assert metrics_scrape.value(server.url, "voice_in_flight_requests") == 1.0
-        rest = b"".join(stream)
-    assert first[:4] == b"RIFF"
-    assert len(rest) > 10 * len(first[44:])
+def audio_started(fmt: str, received: bytes) -> bool:
+    """WAV: samples after the 44-byte header; Opus: an audio page (granule > 0), not only
+    the OpusHead and OpusTags pages."""
+    if fmt == "wav":
+        return len(received) > 44
+    return max(audio_checks.ogg_granules(received), default=0) > 0
 
 
-def test_streamed_opus_sends_audio_pages_while_the_engine_works(start_server) -> None:
+@pytest.mark.parametrize("fmt", ["wav", "opus"])
+def test_stream_sends_audio_before_the_last_is_made(start_server, fmt: str) -> None:
     server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
-    body = {"text": LONG_TEXT, "streaming": True, "format": "opus"}
+    body = {"text": LONG_TEXT, "streaming": True, "format": fmt}
     with httpx.stream("POST", f"{server.url}/v1/tts", json=body, timeout=60) as response:
         assert response.status_code == 200
         stream = response.iter_raw()
         received = b""
-        for part in stream:  # until the first audio page (granule > 0), not just OpusHead/OpusTags
+        for part in stream:
             received += part
-            if max(audio_checks.ogg_granules(received), default=0) > 0:
+            if audio_started(fmt, received):
                 break
-        assert max(audio_checks.ogg_granules(received), default=0) > 0, "no audio page at all"
-        assert metrics_scrape.value(server.url, "voice_in_flight_requests") == 1.0, "the engine is still at work"
-        received += b"".join(stream)
-    assert audio_checks.duration(received, "opus") > 2.0
+        assert audio_started(fmt, received), "no audio at all"
+        # The engine is still generating while we hold the first audio.
+        assert metrics_scrape.value(server.url, "voice_in_flight_requests") == 1.0
+        rest = b"".join(stream)
+    assert received[:4] == {"wav": b"RIFF", "opus": b"OggS"}[fmt]
+    assert len(rest) > 10 * len(received)
+    assert audio_checks.duration(received + rest, fmt) > 2.0
 
 
 def test_full_queue_is_429_with_retry_after(start_server) -> None:
