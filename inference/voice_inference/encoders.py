@@ -5,12 +5,17 @@ returns straight away, so compressed formats leave the server chunk by chunk; WA
 start with a header whose sizes say "unknown length" (what streaming players expect), while
 a whole (non-streamed) WAV gets exact sizes. Compressed formats go through PyAV (FFmpeg),
 writing into a non-seekable sink so muxers never wait for the end to emit data.
+
+A response that ends early (the client left, a timeout, an engine failure) never calls
+``finish``; ``synthesis`` calls ``close`` on every way out instead. An FFmpeg muxer that has
+written data and is collected without being closed crashes the process.
 """
 
 from __future__ import annotations
 
 import io
 import struct
+import threading
 from typing import Literal, Protocol
 
 import av
@@ -48,6 +53,9 @@ class Encoder(Protocol):
 
     def finish(self) -> bytes: ...
 
+    def close(self) -> None:
+        """Release the encoder, dropping what ``finish`` would have added; safe at any time."""
+
 
 def create(fmt: AudioFormat, sample_rate: int, *, streaming: bool) -> Encoder:
     """An encoder for one response in ``fmt`` of mono audio at ``sample_rate``."""
@@ -80,6 +88,9 @@ class PcmEncoder:
     def finish(self) -> bytes:
         return b""
 
+    def close(self) -> None:
+        pass
+
 
 class WavEncoder:
     """PCM16 WAV: header first when streaming, or one exact file at ``finish``."""
@@ -108,6 +119,9 @@ class WavEncoder:
         data = b"".join(self._buffer)
         return wav_header(self.sample_rate, len(data)) + data
 
+    def close(self) -> None:
+        self._buffer.clear()
+
 
 class _Sink:
     """A write-only file for FFmpeg's muxer; exposes no seek, so output is never rewritten.
@@ -133,7 +147,11 @@ class _Sink:
 
 
 class AvEncoder:
-    """Compressed formats through PyAV; PyAV's codec context resizes frames for the codec."""
+    """Compressed formats through PyAV; PyAV's codec context resizes frames for the codec.
+
+    A lock serialises the calls: ``encode`` runs on a worker thread and may still be running
+    when the handler, cancelled, calls ``close`` from the event loop.
+    """
 
     def __init__(self, fmt: str, in_rate: int, *, streaming: bool) -> None:
         container, codec, bit_rate, out_rate = _AV_FORMATS[fmt]
@@ -149,9 +167,16 @@ class AvEncoder:
         if bit_rate:
             self._stream.bit_rate = bit_rate
         self._resampler = av.AudioResampler(format=self._stream.format, layout="mono", rate=out_rate)
+        self._lock = threading.Lock()
         self._finished = False
 
     def encode(self, samples: np.ndarray) -> bytes:
+        with self._lock:
+            if self._finished:  # closed: a late call from a cancelled response adds nothing
+                return b""
+            return self._encode(samples)
+
+    def _encode(self, samples: np.ndarray) -> bytes:
         if samples.size == 0:  # FFmpeg rejects empty frames; an empty chunk adds nothing
             return self._sink.drain()
         frame = av.AudioFrame.from_ndarray(
@@ -163,15 +188,23 @@ class AvEncoder:
         return self._sink.drain()  # always empty for whole responses: they are in self._file
 
     def finish(self) -> bytes:
-        if not self._finished:
-            self._finished = True
-            for resampled in self._resampler.resample(None):
-                self._mux(resampled)
-            self._mux(None)  # flush the codec
-            self._container.close()
-        if isinstance(self._file, io.BytesIO):
-            return self._file.getvalue()
-        return self._sink.drain()
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                for resampled in self._resampler.resample(None):
+                    self._mux(resampled)
+                self._mux(None)  # flush the codec
+                self._container.close()
+            if isinstance(self._file, io.BytesIO):
+                return self._file.getvalue()
+            return self._sink.drain()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                self._container.close()
+            self._sink.drain()
 
     def _mux(self, frame: av.AudioFrame | None) -> None:
         for packet in self._stream.encode(frame):

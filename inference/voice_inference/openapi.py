@@ -40,7 +40,7 @@ _REASONS = {
     405: "Voice storage is read-only",
     413: "Text, reference audio or body too large",
     415: "Unsupported content type",
-    422: "A field is invalid",
+    422: "A field is invalid, or the text produced no audio",
     429: "Queue full; see Retry-After",
     503: "Engine not ready, or voice storage unavailable",
     504: "Synthesis timed out",

@@ -139,6 +139,8 @@ async def respond(
             if streaming or sse:
                 return await _stream(http_request, response, chunks, encoder, stats, sse=sse)
             body = b"".join([await _encode(encoder, chunk) async for chunk in chunks]) + await _encode(encoder)
+            if not stats.samples:
+                raise _no_audio()
             stats.first_bytes()
             return web.Response(body=body, content_type=encoder.content_type)
     except (TimeoutError, base.EngineError) as exc:
@@ -156,6 +158,7 @@ async def respond(
         raise ApiError(500, "synthesis_failed", str(exc)) from None
     finally:
         job.cancel()  # no-op when finished; stops the engine when the client left or we failed
+        encoder.close()  # an unfinished FFmpeg muxer crashes the process when collected
         stats.done()
 
 
@@ -185,12 +188,14 @@ async def _stream(
 
     if not sse:
         response.enable_chunked_encoding()
-    # Wait for the first audio before sending headers, so an early failure is still a JSON error.
+    # Wait for the first audio before sending headers, so an early failure (or no audio at all)
+    # is still a JSON error.
     iterator = aiter(chunks)
     first = await anext(iterator, None)
+    if first is None:
+        raise _no_audio()
     await response.prepare(http_request)
-    if first is not None:
-        await emit(await _encode(encoder, first))
+    await emit(await _encode(encoder, first))
     async for chunk in iterator:
         await emit(await _encode(encoder, chunk))
     await emit(await _encode(encoder))
@@ -208,10 +213,18 @@ async def _encode(encoder: encoders.Encoder, chunk: np.ndarray | None = None) ->
     return await asyncio.to_thread(encoder.encode, chunk)
 
 
+def _no_audio() -> ApiError:
+    """The engine ended without a sample: an error, never a 200 whose body is empty (mp3, opus
+    and aac would be zero bytes) or a file that only looks like audio."""
+    return ApiError(422, "no_audio", "the engine produced no audio for this text: nothing in it to speak")
+
+
 async def _counted(job: AsyncIterator[np.ndarray], stats: "_Stats") -> AsyncIterator[np.ndarray]:
+    """The job's chunks, counted; empty ones (an engine may end a segment with one) are dropped."""
     async for chunk in job:
-        stats.samples += chunk.shape[0]
-        yield chunk
+        if chunk.size:
+            stats.samples += chunk.shape[0]
+            yield chunk
 
 
 async def _gained(chunks: AsyncIterator[np.ndarray], gain_db: float) -> AsyncIterator[np.ndarray]:
