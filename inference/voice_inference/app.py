@@ -13,7 +13,7 @@ import logging
 import aiohttp_cors
 from aiohttp import web
 
-from voice_inference import api_openai, api_system, api_tts, api_voices, middlewares, synthesis, voices
+from voice_inference import api_live, api_openai, api_system, api_tts, api_voices, middlewares, synthesis, voices
 from voice_inference.engines import base, create_engine
 from voice_inference.metrics import Metrics
 from voice_inference.scheduler import Scheduler
@@ -43,6 +43,7 @@ def build_app(
 
     routes = [
         app.router.add_post("/v1/tts", api_tts.tts),
+        app.router.add_get("/v1/tts/live", api_live.live),
         app.router.add_post("/v1/audio/speech", api_openai.speech),
         app.router.add_get("/v1/voices", api_voices.list_voices),
         app.router.add_post("/v1/voices", api_voices.create_voice),

@@ -11,7 +11,7 @@ import base64
 import binascii
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from voice_inference import encoders
 
@@ -76,15 +76,14 @@ class TTSRequest(BaseModel):
     )
     early_stop_threshold: float = Field(1.0, description="Accepted for compatibility; not used.")
 
-    @model_validator(mode="after")
-    def _rate_fits_format(self) -> "TTSRequest":
-        if self.sample_rate is None:
-            return self
-        rates = encoders.OPUS_RATES if self.format == "opus" else encoders.SAMPLE_RATES
-        if self.sample_rate not in rates:
-            allowed = ", ".join(str(rate) for rate in sorted(rates))
-            raise ValueError(f"sample_rate for {self.format} must be one of {allowed}")
-        return self
+    @field_validator("sample_rate")
+    @classmethod
+    def _rate_fits_format(cls, rate: int | None, info: ValidationInfo) -> int | None:
+        fmt = info.data.get("format")  # declared before sample_rate, so already validated (or absent)
+        rates = encoders.OPUS_RATES if fmt == "opus" else encoders.SAMPLE_RATES
+        if rate is not None and rate not in rates:
+            raise ValueError(f"for {fmt} it must be one of {', '.join(str(r) for r in sorted(rates))}")
+        return rate
 
     def bit_rate(self) -> int | None:
         """The codec bit rate in bit/s for this request's format (None: the encoder's default)."""

@@ -7,6 +7,8 @@ A segment ends:
 
 * at a sentence end (``.!?;:`` followed by whitespace, or a CJK full stop at once), once the
   segment holds at least ``min_chars`` characters, so short sentences are spoken together;
+  the first segment ends at the first sentence end whatever its length: it decides how soon
+  the first audio comes;
 * at ``max_chars``, on the last whitespace before it (hard, for text without spaces);
 * on ``flush`` (and at the end of the session), whatever is buffered.
 
@@ -31,6 +33,7 @@ class Segmenter:
         self.max_chars = max_chars
         self.min_chars = min(max(min_chars, 0), max_chars)
         self._buffer = ""
+        self._first = True
 
     @property
     def pending(self) -> str:
@@ -44,21 +47,25 @@ class Segmenter:
         while (cut := self._next_cut()) is not None:
             segment, self._buffer = self._buffer[:cut], self._buffer[cut:]
             segments.extend(_clean(segment))
+        self._first = self._first and not segments
         return segments
 
     def flush(self) -> list[str]:
         """Everything buffered, as segments of at most ``max_chars`` (an empty list if none)."""
         text, self._buffer = self._buffer, ""
-        return textsplit.split_text(text, self.max_chars) if text.strip() else []
+        segments = textsplit.split_text(text, self.max_chars) if text.strip() else []
+        self._first = self._first and not segments
+        return segments
 
     def _next_cut(self) -> int | None:
         """Where the first complete segment of the buffer ends, or None if it is not complete."""
         lead = len(self._buffer) - len(self._buffer.lstrip())
+        min_chars = 0 if self._first else self.min_chars
         for match in _SENTENCE_END.finditer(self._buffer):
             end = match.end()
             if end - lead > self.max_chars:
                 break
-            if len(self._buffer[lead:end].strip()) >= self.min_chars:
+            if len(self._buffer[lead:end].strip()) >= min_chars:
                 return end
         if len(self._buffer) - lead <= self.max_chars:
             return None

@@ -3,7 +3,8 @@ pieces of a word or less at a time.
 
 What can break: a sentence held back after it is complete (late first audio), a cut inside a
 number or abbreviation because the piece ended at its dot, a segment over the length limit, a
-short sentence spoken alone although ``min_chars`` asks to merge, words lost, reordered or
+short sentence spoken alone although ``min_chars`` asks to merge (or a first sentence held
+back by it), words lost, reordered or
 glued together across pieces, text left behind at flush.
 """
 
@@ -56,10 +57,18 @@ def test_cjk_sentence_ends_cut_at_once() -> None:
     assert segmenter.flush() == ["今天"]
 
 
-def test_min_chars_merges_short_sentences() -> None:
+def test_min_chars_merges_short_sentences_after_the_first() -> None:
     segmenter = textstream.Segmenter(max_chars=200, min_chars=20)
-    assert segmenter.feed("Hi. Yes. ") == []
-    assert segmenter.feed("That is a longer one. And") == ["Hi. Yes. That is a longer one."]
+    assert segmenter.feed("Hi. ") == ["Hi."]  # the first sentence goes at once: first audio
+    assert segmenter.feed("Yes. No. ") == []
+    assert segmenter.feed("That is a longer one. And") == ["Yes. No. That is a longer one."]
+
+
+def test_the_first_segment_may_also_come_from_a_flush() -> None:
+    segmenter = textstream.Segmenter(max_chars=200, min_chars=20)
+    segmenter.feed("Hmm")
+    assert segmenter.flush() == ["Hmm"]
+    assert segmenter.feed("Ok. Fine. ") == []
 
 
 def test_length_limit_cuts_on_whitespace_and_hard_without() -> None:
