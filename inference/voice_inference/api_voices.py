@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 from aiohttp import web
 
 from voice_inference import audio, synthesis, voices
 from voice_inference.errors import ApiError
+from voice_inference.settings import Settings
 
 
 async def list_voices(request: web.Request) -> web.Response:
@@ -43,14 +45,20 @@ async def create_voice(request: web.Request) -> web.Response:
         voices.validate_id(voice_id)
     except voices.InvalidVoice as exc:
         raise ApiError(422, "invalid_voice_id", str(exc), field="id") from None
-    try:
-        samples, rate = await asyncio.to_thread(audio.decode, bytes(data))  # type: ignore[arg-type]
-    except audio.AudioDecodeError as exc:
-        raise ApiError(400, "invalid_audio", f"audio: {exc}", field="audio") from None
-    synthesis.check_reference_length(samples, rate, services.settings, field="audio")
+    samples, rate = await decode_upload(bytes(data), services.settings, field="audio")  # type: ignore[arg-type]
     with synthesis.store_errors(voice_id, field="id"):
         voice = await services.store.put(voice_id, samples, rate, text)
     return web.json_response(voice.info(), status=201)
+
+
+async def decode_upload(data: bytes, settings: Settings, *, field: str) -> tuple[np.ndarray, int]:
+    """Uploaded audio decoded (off the event loop) and checked; also used by ``api_models``."""
+    try:
+        samples, rate = await asyncio.to_thread(audio.decode, data)
+    except audio.AudioDecodeError as exc:
+        raise ApiError(400, "invalid_audio", f"{field}: {exc}", field=field) from None
+    synthesis.check_reference_length(samples, rate, settings, field=field)
+    return samples, rate
 
 
 async def delete_voice(request: web.Request) -> web.Response:
