@@ -49,14 +49,7 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def create_model(request: web.Request) -> web.Response:
     services = request.app[synthesis.SERVICES]
-    if services.store.read_only:
-        raise ApiError(405, "read_only_storage", "voice storage is read-only", headers={"Allow": "GET"})
-    if request.content_type != "multipart/form-data":
-        raise ApiError(415, "unsupported_media_type", "create voices as multipart/form-data (title, voices, texts)")
-    try:
-        form = await request.post()
-    except ValueError as exc:
-        raise ApiError(400, "malformed_body", f"multipart body is malformed: {exc}") from None
+    form = await api_voices.upload_form(request, fields="title, voices files, texts")
     title = str(form.get("title", "")).strip()
     files = [item.file.read() for item in form.getall("voices", []) if isinstance(item, web.FileField)]
     texts = [str(text).strip() for text in form.getall("texts", [])]
