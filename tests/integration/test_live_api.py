@@ -175,12 +175,13 @@ async def test_the_session_length_is_bounded(start_server: StartServer) -> None:
 
 
 async def test_the_socket_needs_the_api_key(start_server: StartServer) -> None:
-    server = start_server({"VOICE_API_KEYS": "sesame"})
+    server = start_server({"VOICE_API_KEYS": "sesame", "VOICE_CORS_ALLOW_ORIGINS": "https://app.example"})
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         async with connect(server.url):
             pass
     assert refused.value.status == 401
-    async with connect(server.url, headers={"Authorization": "Bearer sesame"}) as ws:
+    headers = {"Authorization": "Bearer sesame", "Origin": "https://app.example"}  # a browser's, with CORS on
+    async with connect(server.url, headers=headers) as ws:
         await send(ws, "start", request={"text": FIRST})
         await send(ws, "stop")
         assert (await until_finish(ws))[1]["reason"] == "stop"
