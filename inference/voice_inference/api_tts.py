@@ -55,4 +55,5 @@ def engine_request(
         normalize=body.normalize,
         latency=body.latency,
         speed=(body.prosody or schemas.Prosody()).speed,
+        condition_on_previous=body.condition_on_previous_chunks,
     )

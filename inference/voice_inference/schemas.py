@@ -72,7 +72,7 @@ class TTSRequest(BaseModel):
         50, ge=0, le=300, description="/v1/tts/live: shortest segment a sentence end may close. Unused on /v1/tts."
     )
     condition_on_previous_chunks: bool = Field(
-        True, description="/v1/tts/live: each segment continues from the previous one's audio. Unused on /v1/tts."
+        True, description="Each segment of long text (or of a live session) continues from the previous one's audio."
     )
     early_stop_threshold: float = Field(1.0, description="Accepted for compatibility; not used.")
 
