@@ -10,10 +10,11 @@ own exception types, a live session whose disconnect leaves work running.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import fishaudio
 import httpx
@@ -101,6 +102,24 @@ def test_stream_websocket_audio_arrives_while_the_text_still_streams(server: Ser
     assert (info.samplerate, info.channels, info.format) == (44_100, 1, "WAV")
     samples = soundfile.read(io.BytesIO(bytes(audio)))[0]
     assert samples.shape[0] / 44_100 == pytest.approx(len(TEXT) * MOCK_SECONDS_PER_CHAR, rel=0.1)
+
+
+async def test_async_client_streams_from_an_async_generator(server: ServerProcess) -> None:
+    first_audio = asyncio.Event()
+
+    async def llm() -> AsyncIterator[str]:
+        for word in TEXT.split(" ")[:10]:
+            yield word + " "
+        await asyncio.wait_for(first_audio.wait(), timeout=30)  # spoken before the rest is written
+        yield " ".join(TEXT.split(" ")[10:])
+
+    sdk = fishaudio.AsyncFishAudio(api_key="unused", base_url=server.url)
+    audio = bytearray()
+    async for chunk in sdk.tts.stream_websocket(llm(), format="pcm", config=TTSConfig(sample_rate=16_000)):
+        first_audio.set()
+        audio += chunk
+    samples = decode(bytes(audio), "pcm", pcm_rate=16_000)[0]
+    assert samples.shape[0] / 16_000 == pytest.approx(len(TEXT) * MOCK_SECONDS_PER_CHAR, rel=0.1)
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "opus"])
