@@ -21,7 +21,7 @@ from typing import Literal, Protocol
 import av
 import numpy as np
 
-from voice_inference import audio
+from voice_inference import audio, resample
 
 AudioFormat = Literal["wav", "pcm", "mp3", "opus", "flac", "aac"]
 
@@ -34,14 +34,18 @@ CONTENT_TYPES: dict[str, str] = {
     "aac": "audio/aac",
 }
 
-# container, codec, bit rate, output rate (None: the input's). Opus only runs at 48 kHz;
-# Ogg pages are flushed every 100 ms instead of every second, so Opus streams promptly.
+# container, codec, default bit rate, output rate (None: the input's). Opus runs at 48 kHz
+# unless the input is at one of its other rates; Ogg pages are flushed every 100 ms instead of
+# every second, so Opus streams promptly.
 _AV_FORMATS: dict[str, tuple[str, str, int | None, int | None]] = {
     "mp3": ("mp3", "libmp3lame", 128_000, None),
     "opus": ("ogg", "libopus", 64_000, 48_000),
     "flac": ("flac", "flac", None, None),
     "aac": ("adts", "aac", 128_000, None),
 }
+# Rates a response may be asked for: MP3's (the other formats take any), and Opus's own.
+SAMPLE_RATES = frozenset({8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000})
+OPUS_RATES = frozenset({8_000, 12_000, 16_000, 24_000, 48_000})
 
 _UNKNOWN_SIZE = 0xFFFFFFFF
 
@@ -57,13 +61,23 @@ class Encoder(Protocol):
         """Release the encoder, dropping what ``finish`` would have added; safe at any time."""
 
 
-def create(fmt: AudioFormat, sample_rate: int, *, streaming: bool) -> Encoder:
-    """An encoder for one response in ``fmt`` of mono audio at ``sample_rate``."""
+def create(
+    fmt: AudioFormat, sample_rate: int, *, streaming: bool, out_rate: int | None = None, bit_rate: int | None = None
+) -> Encoder:
+    """An encoder for one response in ``fmt`` of mono audio at ``sample_rate``.
+
+    ``out_rate``: the response's rate when it differs (resampled with soxr first);
+    ``bit_rate``: the codec's, for compressed formats (None: the format's default).
+    """
+    rate = out_rate or sample_rate
+    encoder: Encoder
     if fmt == "pcm":
-        return PcmEncoder()
-    if fmt == "wav":
-        return WavEncoder(sample_rate, streaming=streaming)
-    return AvEncoder(fmt, sample_rate, streaming=streaming)
+        encoder = PcmEncoder()
+    elif fmt == "wav":
+        encoder = WavEncoder(rate, streaming=streaming)
+    else:
+        encoder = AvEncoder(fmt, rate, streaming=streaming, bit_rate=bit_rate)
+    return encoder if rate == sample_rate else ResampledEncoder(encoder, sample_rate, rate)
 
 
 def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
@@ -153,9 +167,10 @@ class AvEncoder:
     when the handler, cancelled, calls ``close`` from the event loop.
     """
 
-    def __init__(self, fmt: str, in_rate: int, *, streaming: bool) -> None:
-        container, codec, bit_rate, out_rate = _AV_FORMATS[fmt]
-        out_rate = out_rate or in_rate
+    def __init__(self, fmt: str, in_rate: int, *, streaming: bool, bit_rate: int | None = None) -> None:
+        container, codec, default_bit_rate, out_rate = _AV_FORMATS[fmt]
+        bit_rate = bit_rate or default_bit_rate
+        out_rate = in_rate if out_rate is None or (fmt == "opus" and in_rate in OPUS_RATES) else out_rate
         self.content_type = CONTENT_TYPES[fmt]
         self.in_rate = in_rate
         self.streaming = streaming
@@ -209,3 +224,21 @@ class AvEncoder:
     def _mux(self, frame: av.AudioFrame | None) -> None:
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
+
+
+class ResampledEncoder:
+    """Another encoder, fed audio converted from the engine's rate to the response's."""
+
+    def __init__(self, inner: Encoder, in_rate: int, out_rate: int) -> None:
+        self.inner = inner
+        self.content_type = inner.content_type
+        self._resampler = resample.StreamResampler(in_rate, out_rate)
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        return self.inner.encode(self._resampler.push(samples))
+
+    def finish(self) -> bytes:
+        return self.inner.encode(self._resampler.finish()) + self.inner.finish()
+
+    def close(self) -> None:
+        self.inner.close()

@@ -124,12 +124,16 @@ async def respond(
     streaming: bool,
     sse: bool = False,
     gain_db: float = 0.0,
+    out_rate: int | None = None,
+    bit_rate: int | None = None,
 ) -> web.StreamResponse:
-    """Synthesize and answer: one whole file, a streamed body, or (OpenAI) server-sent events."""
+    """Synthesize and answer: one whole file, a streamed body, or (OpenAI) server-sent events.
+
+    ``out_rate`` and ``bit_rate``: the response's sample rate and codec bit rate, when asked."""
     started = time.perf_counter()
     job = submit(services, request)
     sample_rate = services.scheduler.sample_rate
-    encoder = encoders.create(fmt, sample_rate, streaming=streaming or sse)
+    encoder = encoders.create(fmt, sample_rate, streaming=streaming or sse, out_rate=out_rate, bit_rate=bit_rate)
     stats = _Stats(services.metrics, started, sample_rate)
     content_type = "text/event-stream" if sse else encoder.content_type
     response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-store"})
@@ -138,7 +142,7 @@ async def respond(
             chunks = _gained(_counted(job, stats), gain_db)
             if streaming or sse:
                 return await _stream(http_request, response, chunks, encoder, stats, sse=sse)
-            body = b"".join([await _encode(encoder, chunk) async for chunk in chunks]) + await _encode(encoder)
+            body = b"".join([await encode(encoder, chunk) async for chunk in chunks]) + await encode(encoder)
             if not stats.samples:
                 raise _no_audio()
             stats.first_bytes()
@@ -195,17 +199,17 @@ async def _stream(
     if first is None:
         raise _no_audio()
     await response.prepare(http_request)
-    await emit(await _encode(encoder, first))
+    await emit(await encode(encoder, first))
     async for chunk in iterator:
-        await emit(await _encode(encoder, chunk))
-    await emit(await _encode(encoder))
+        await emit(await encode(encoder, chunk))
+    await emit(await encode(encoder))
     if sse:
         await event({"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}})
     await response.write_eof()
     return response
 
 
-async def _encode(encoder: encoders.Encoder, chunk: np.ndarray | None = None) -> bytes:
+async def encode(encoder: encoders.Encoder, chunk: np.ndarray | None = None) -> bytes:
     """``encoder.encode(chunk)``, or ``finish()`` without a chunk, on a worker thread: MP3 and AAC
     cost about 1 % of the audio's duration in CPU, which would otherwise stall the event loop."""
     if chunk is None:
@@ -228,9 +232,8 @@ async def _counted(job: AsyncIterator[np.ndarray], stats: "_Stats") -> AsyncIter
 
 
 async def _gained(chunks: AsyncIterator[np.ndarray], gain_db: float) -> AsyncIterator[np.ndarray]:
-    factor = np.float32(10 ** (gain_db / 20))
     async for chunk in chunks:
-        yield chunk * factor if gain_db else chunk
+        yield audio.gain(chunk, gain_db)
 
 
 class _Stats:

@@ -1,6 +1,7 @@
 """The real server with the real S1 Mini engine (tiny random-weight checkpoint, CPU), end to end
-over HTTP: ``/v1/tts`` plain, streamed, with an inline reference and with a stored voice, and
-``/v1/audio/speech`` through the ``openai`` SDK. Audio is decoded independently (PyAV)."""
+over HTTP: ``/v1/tts`` plain, streamed, with an inline reference and with a stored voice,
+``/v1/audio/speech`` through the ``openai`` SDK, and a ``/v1/tts/live`` session through Fish
+Audio's SDK. Audio is decoded independently (PyAV)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from tests import s1_support
 
 s1_support.require_engine()
 
+import fishaudio  # noqa: E402
 import openai  # noqa: E402
 import soundfile  # noqa: E402
+from fishaudio.types import TTSConfig  # noqa: E402
 
 from tests import metrics_scrape  # noqa: E402
 from tests.audio_checks import decode  # noqa: E402
@@ -133,3 +136,15 @@ def test_openai_speech_endpoint(server: ServerProcess) -> None:
     ) as streamed:
         body = b"".join(streamed.iter_bytes())
     assert len(body) > 0 and len(body) % (2 * HOP) == 0
+
+
+def test_live_session_through_the_fish_sdk(server: ServerProcess) -> None:
+    """Two segments through the real model, the second continuing from the first's audio."""
+    sdk = fishaudio.FishAudio(api_key="unused", base_url=server.url)
+    pieces = iter(["Hello from the ", "tiny model. ", "And a ", "second sentence."])
+    config = TTSConfig(format="pcm", max_new_tokens=20)
+    audio = pcm(b"".join(sdk.tts.stream_websocket(pieces, config=config)))
+    assert 0 < audio.size <= 2 * 20 * HOP  # max_new_tokens bounds each segment
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert "voice_live_segments_total 2.0" in text

@@ -242,3 +242,30 @@ def test_other_sample_rates_are_kept() -> None:
         decoded_rate, channels, duration, _ = decode_with_av(data)
         assert (decoded_rate, channels) == (rate, 1)
         assert duration == pytest.approx(1.0, abs=DURATION_TOLERANCE_S)
+
+
+@pytest.mark.parametrize(("fmt", "rate"), [("wav", 24_000), ("pcm", 16_000), ("mp3", 22_050), ("flac", 48_000),
+                                           ("opus", 24_000)])  # fmt: skip
+def test_out_rate_resamples_in_the_stream_without_changing_duration_or_pitch(fmt: str, rate: int) -> None:
+    signal = tone(1.5, hz=440.0)
+    encoder = encoders.create(fmt, RATE, streaming=True, out_rate=rate)  # type: ignore[arg-type]
+    data = b"".join(encoder.encode(chunk) for chunk in chunks_of(signal)) + encoder.finish()
+    samples, got_rate, _ = audio_checks.decode(data, fmt, pcm_rate=rate)
+    if fmt != "opus":  # FFmpeg's Opus decoder always hands out 48 kHz; the codec ran at `rate`
+        assert got_rate == rate
+    assert samples.shape[0] / got_rate == pytest.approx(1.5, abs=DURATION_TOLERANCE_S)
+    # Still a 440 Hz tone: the spectrum's peak did not move with the rate.
+    spectrum = np.abs(np.fft.rfft(samples[: got_rate]))
+    assert np.fft.rfftfreq(got_rate, 1 / got_rate)[spectrum.argmax()] == pytest.approx(440, abs=3)
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus"])
+def test_bit_rate_sets_the_codec_rate(fmt: str) -> None:
+    signal = tone(4.0) + np.random.default_rng(0).normal(0, 0.05, int(4.0 * RATE)).astype(np.float32)
+
+    def size(bit_rate: int) -> int:
+        encoder = encoders.create(fmt, RATE, streaming=False, bit_rate=bit_rate)  # type: ignore[arg-type]
+        return len(b"".join(encoder.encode(chunk) for chunk in chunks_of(signal)) + encoder.finish())
+
+    low, high = size(24_000 if fmt == "opus" else 64_000), size(64_000 if fmt == "opus" else 192_000)
+    assert high > 2 * low

@@ -119,10 +119,12 @@ def test_max_new_tokens_bounds_the_whole_request(engine: s1_mini.S1MiniEngine) -
         assert 0 < joined(run(engine, text=long_text, chunk_length=30, max_new_tokens=budget)).size <= budget * HOP
 
 
+@pytest.mark.parametrize("condition", [True, False])
 def test_long_text_is_generated_segment_by_segment(
-    engine: s1_mini.S1MiniEngine, monkeypatch: pytest.MonkeyPatch
+    engine: s1_mini.S1MiniEngine, monkeypatch: pytest.MonkeyPatch, condition: bool
 ) -> None:
-    """Each segment gets its own prompt, conditioned on the segment before (so the voice holds)."""
+    """Each segment gets its own prompt, conditioned on the segment before (so the voice holds),
+    unless the request says not to (``condition_on_previous_chunks: false``)."""
     prompts: list[tuple[str, str | None]] = []
     original_prompt, original_frames = engine._prompt, engine._frames
 
@@ -137,11 +139,11 @@ def test_long_text_is_generated_segment_by_segment(
     monkeypatch.setattr(engine, "_prompt", spy)
     monkeypatch.setattr(engine, "_frames", three_frames)
     text = "First sentence here. Second one follows. And a third to finish."
-    audio = joined(run(engine, text=text, chunk_length=25, max_new_tokens=60))
+    audio = joined(run(engine, text=text, chunk_length=25, max_new_tokens=60, condition_on_previous=condition))
     assert prompts == [
         ("First sentence here.", None),
-        ("Second one follows.", "First sentence here."),
-        ("And a third to finish.", "Second one follows."),
+        ("Second one follows.", "First sentence here." if condition else None),
+        ("And a third to finish.", "Second one follows." if condition else None),
     ]
     assert audio.size == 9 * HOP
 
