@@ -1,10 +1,13 @@
-"""The scheduler (``voice_inference.scheduler``) with small test engines, on pytest-asyncio.
+"""The scheduler (``voice_inference.scheduler``) on the batch-1 path, on pytest-asyncio.
 
-Covers: chunks arrive in order; admission control (``QueueFull`` once ``max_queue`` jobs
-wait); a cancelled waiting job leaves the queue and the depth gauge at once; cancelling a
-running job stops the engine at its next chunk; an engine exception fails that job only
-(``EngineError``) and the next job works; ``NotReady`` before start, after a failed load and
-after close; model code never runs on the event loop thread; close with jobs in flight.
+A one-request-at-a-time test engine behind ``engines.stepped.Sequential`` (one slot), as the
+S1 engine runs until it batches. Covers: chunks arrive in order; admission control
+(``QueueFull`` once ``max_queue`` jobs wait beyond the slot); a cancelled waiting job leaves
+the queue and the depth gauge at once, and its stream ends; cancelling a running job releases
+it after the step in progress; an engine exception fails that job only (``EngineError``) and
+the next job works; ``NotReady`` before start, after a failed load and after close; model code
+never runs on the event loop thread; close with jobs in flight. Batching itself:
+tests/unit/test_batch_scheduler.py.
 
 Test engines block on ``threading`` primitives the test releases, so every assertion is
 about order and state, never about timing.
@@ -21,7 +24,7 @@ import pytest
 
 from voice_inference import metrics as metrics_mod
 from voice_inference import scheduler as scheduler_mod
-from voice_inference.engines import base
+from voice_inference.engines import base, stepped
 
 WAIT_S = 10.0  # guard against hangs only; nothing asserts on time
 
@@ -43,6 +46,7 @@ class ScriptedEngine(base.Engine):
         self.step = threading.Semaphore(0)
         self.started = threading.Event()  # set when a generate() call begins
         self.finished = threading.Event()  # set when a generate() call ends, however it ends
+        self.waiting_at_gate = threading.Event()  # set while a gated chunk waits for its release
         self.threads: set[int] = set()
         self.seen: list[str] = []
         self.produced = 0
@@ -63,7 +67,9 @@ class ScriptedEngine(base.Engine):
         try:
             for i in range(self.chunks):
                 if self.gated:
+                    self.waiting_at_gate.set()
                     self.step.acquire(timeout=WAIT_S)
+                    self.waiting_at_gate.clear()
                 if cancelled.is_set():
                     self.stopped_by_cancel = True
                     return
@@ -116,7 +122,7 @@ async def make_scheduler(
     engine: base.Engine, *, max_queue: int = 8, start: bool = True
 ) -> tuple[scheduler_mod.Scheduler, metrics_mod.Metrics]:
     metrics = metrics_mod.Metrics()
-    scheduler = scheduler_mod.Scheduler(engine, max_queue=max_queue, metrics=metrics)
+    scheduler = scheduler_mod.Scheduler(stepped.Sequential(engine), max_queue=max_queue, metrics=metrics)
     if start:
         await scheduler.start()
     return scheduler, metrics
@@ -180,6 +186,7 @@ async def test_a_cancelled_waiting_job_leaves_the_queue_at_once() -> None:
         assert gauge(metrics, "voice_queue_depth") == 2
         first.cancel()  # no await in between: the gauge must already tell the truth
         assert gauge(metrics, "voice_queue_depth") == 1
+        assert await collect(first) == [], "a cancelled waiting job's stream ends"
         engine.release()
         assert len(await collect(running)) == 1
         assert len(await collect(second)) == 1
@@ -190,7 +197,7 @@ async def test_a_cancelled_waiting_job_leaves_the_queue_at_once() -> None:
         await scheduler.close()
 
 
-async def test_cancelling_a_running_job_stops_the_engine_at_its_next_chunk() -> None:
+async def test_cancelling_a_running_job_releases_it_after_the_step_in_progress() -> None:
     engine = ScriptedEngine(chunks=1000, gated=True)
     scheduler, metrics = await make_scheduler(engine)
     try:
@@ -201,12 +208,12 @@ async def test_cancelling_a_running_job_stops_the_engine_at_its_next_chunk() -> 
             assert int((await anext(iterator))[0]) == 0
             assert int((await anext(iterator))[0]) == 1
         assert gauge(metrics, "voice_in_flight_requests") == 1
+        await wait_thread_event(engine.waiting_at_gate)  # the engine is inside the third step
         job.cancel()
-        engine.release(1)  # let the engine reach its next chunk
+        assert [chunk async for chunk in iterator] == []  # the job's stream ends at once, cleanly
+        engine.release(1)  # the step in progress finishes; then the row is released
         await wait_thread_event(engine.finished)
-        assert engine.stopped_by_cancel
-        assert engine.produced == 2
-        assert [chunk async for chunk in iterator] == []  # the job's stream ends cleanly
+        assert engine.produced == 3, "no step after the one in progress"
         engine.release()
         # The worker moved on: a new job is served, and the gauges are back to zero after it.
         assert len(await collect(scheduler.submit(request("next")))) == 1000
@@ -298,7 +305,7 @@ async def test_close_with_waiting_and_running_jobs() -> None:
     async with asyncio.timeout(WAIT_S):
         await closing
     assert engine.closed
-    assert engine.stopped_by_cancel and engine.produced < 1000, "close stops the running job"
+    assert engine.finished.is_set() and engine.produced < 1000, "close stops the running job"
     assert all(job.cancelled.is_set() for job in (running, *waiting))
     assert engine.seen == ["running"]
     with pytest.raises(scheduler_mod.NotReady):
