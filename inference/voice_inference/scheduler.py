@@ -155,6 +155,7 @@ class Scheduler:
             log.error("engine %s failed to start: %s", self.engine.name, self.load_error)
             raise
         self._running = loop.run_in_executor(self._executor, self._batches.run)
+        self._running.add_done_callback(self._loop_ended)
         self.ready = True
         log.info("engine %s ready (%d batch slots)", self.engine.name, self.engine.max_batch_size)
 
@@ -184,6 +185,17 @@ class Scheduler:
             raise QueueFull(str(exc)) from None
         self._jobs.add(job)
         return job
+
+    def _loop_ended(self, running: asyncio.Future[None]) -> None:
+        """The engine loop ends only at close, unless a bug broke it: then stop taking work."""
+        if running.cancelled() or running.exception() is None:
+            return
+        error = running.exception()
+        self.ready = False
+        self.load_error = f"the engine loop failed: {error.__class__.__name__}: {error}"
+        log.error("%s", self.load_error, exc_info=error)
+        for job in list(self._jobs):  # their streams end; nothing would step them any more
+            job.cancel()
 
     def _cancelled(self, job: Job) -> None:
         self._batches.withdraw(job)

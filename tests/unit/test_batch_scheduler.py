@@ -32,7 +32,8 @@ class GatedBatchEngine(stepped.SteppedEngine):
     """Each row makes ``max_new_tokens`` chunks, one per step; chunk i of a row is filled with i.
 
     A step waits for one ``release()`` permit; ``steps`` records the texts of every step. Text
-    ``"boom"`` fails its row at its second step; ``"break step"`` makes the whole step raise."""
+    ``"boom"`` fails its row at its second step; ``"break step"`` makes the whole step raise;
+    ``"not audio"`` hands the scheduler a chunk that is not an array (a broken engine)."""
 
     name = "gated"
     sample_rate = RATE
@@ -67,7 +68,8 @@ class GatedBatchEngine(stepped.SteppedEngine):
             if row.request.text == "boom" and row.state == 1:
                 row.fail(RuntimeError("this row exploded"))
                 continue
-            row.chunks.append(np.full(CHUNK, row.state, dtype=np.float32))
+            chunk = np.full(CHUNK, row.state, dtype=np.float32)
+            row.chunks.append(chunk.tolist() if row.request.text == "not audio" else chunk)  # type: ignore[arg-type]
             row.state += 1
             row.done = row.state >= row.request.max_new_tokens
 
@@ -273,4 +275,15 @@ async def test_close_ends_every_stream(make) -> None:  # type: ignore[no-untyped
     assert await collect(running) == [] and await collect(waiting) == []
     assert engine.closed and engine.released == ["running"]
     with pytest.raises(scheduler_mod.NotReady):
+        scheduler.submit(request("late"))
+
+
+async def test_a_broken_engine_loop_ends_every_stream_and_turns_not_ready(make) -> None:  # type: ignore[no-untyped-def]
+    scheduler, engine, metrics = await make(1)
+    broken, waiting = scheduler.submit(request("not audio")), scheduler.submit(request("waiting"))
+    engine.release_steps()
+    assert await collect(broken) == [] and await collect(waiting) == []
+    assert not scheduler.ready and sample(metrics, "voice_engine_ready") == 0
+    assert scheduler.load_error is not None and "engine loop failed: AttributeError" in scheduler.load_error
+    with pytest.raises(scheduler_mod.NotReady, match="engine loop failed"):
         scheduler.submit(request("late"))
