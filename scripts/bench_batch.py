@@ -29,7 +29,7 @@ import asyncio
 import math
 import os
 import platform
-import statistics
+import signal
 import struct
 import subprocess
 import sys
@@ -163,7 +163,7 @@ def make_checkpoint(folder: Path, size: str) -> Path:
 def print_table(results: dict[str, list[Level]]) -> None:
     print(f"{'clients':>7} {'mode':>9} {'streams':>7} {'429':>4} {'fail':>4} {'audio s/s':>9} "
           f"{'RTF p50':>7} {'RTF max':>7} {'TTFA p50 ms':>11} {'TTFA p99 ms':>11}")  # fmt: skip
-    for levels in zip(*results.values()):
+    for levels in zip(*results.values(), strict=True):
         for level in levels:
             print(f"{level.clients:>7} {level.mode:>9} {len(level.streams):>7} {level.refused:>4} "
                   f"{sum(level.failures.values()):>4} {level.audio_per_second:>9.2f} {level.rtf(50):>7.3f} "
@@ -175,11 +175,11 @@ def print_table(results: dict[str, list[Level]]) -> None:
 def print_ratios(batch1: list[Level], batched: list[Level]) -> None:
     single = batched[0].first_audio(50) if batched[0].clients == 1 else math.nan
     print(f"{'clients':>7} {'throughput x':>12} {'TTFA p50 x':>10} {'TTFA p50 / 1 client':>19}")
-    for one, many in zip(batch1, batched):
+    for one, many in zip(batch1, batched, strict=True):
         throughput = many.audio_per_second / one.audio_per_second if one.audio_per_second else math.nan
         ttfa = many.first_audio(50) / one.first_audio(50)
         print(f"{one.clients:>7} {throughput:>12.2f} {ttfa:>10.2f} {many.first_audio(50) / single:>19.2f}")
-    at8 = [(one, many) for one, many in zip(batch1, batched) if one.clients == 8]
+    at8 = [(one, many) for one, many in zip(batch1, batched, strict=True) if one.clients == 8]
     if at8 and not math.isnan(single):
         one, many = at8[0]
         gain, growth = many.audio_per_second / one.audio_per_second, many.first_audio(50) / single
@@ -202,6 +202,7 @@ def main() -> int:
     args = parser.parse_args()
     args.levels = [int(level) for level in args.levels.split(",")]
     slots = args.batch_size or max(args.levels)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped benchmark still stops its server
 
     what = f"mock engine, {args.cost_ms:g} ms a step" if args.engine == "mock" else (
         f"S1 Mini engine, {args.size} random-weight checkpoint, {args.device}{', compiled' if args.compile else ''}")
@@ -215,7 +216,10 @@ def main() -> int:
             server = ServerProcess(server_env(args, folder, checkpoint, mode_slots), log_path=folder / f"server-{mode}.log")
             try:
                 server.start(timeout=1800)  # loading (and compiling) a real-size model takes a while
-                results[mode] = [asyncio.run(run_level(f"{server.url}/v1/tts", mode, n, args)) for n in args.levels]
+                results[mode] = []
+                for clients in args.levels:
+                    results[mode].append(asyncio.run(run_level(f"{server.url}/v1/tts", mode, clients, args)))
+                    print(f"  {mode}, {clients} clients: done", file=sys.stderr, flush=True)
             finally:
                 server.stop()
         print()

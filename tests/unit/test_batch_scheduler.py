@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import numpy as np
 import pytest
@@ -99,7 +99,7 @@ async def collect(job: AsyncIterator[np.ndarray]) -> list[int]:
         return [int(chunk[0]) for chunk in [c async for c in job]]
 
 
-async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+async def until(condition: Callable[[], bool]) -> None:
     """Wait (bounded) for a condition the engine thread makes true a few loop turns later."""
     async with asyncio.timeout(WAIT_S):
         while not condition():
@@ -139,7 +139,7 @@ async def test_concurrent_requests_share_every_step(make) -> None:  # type: igno
     assert sample(metrics, "voice_engine_rows_per_step_sum") == 12
     assert sample(metrics, "voice_engine_step_seconds_count") == 3
     assert sample(metrics, "voice_batch_slots") == 4
-    await until(lambda: sample(metrics, "voice_in_flight_requests") == 0, "slots free")
+    await until(lambda: sample(metrics, "voice_in_flight_requests") == 0)
 
 
 async def test_a_request_joins_at_the_next_step_and_leaves_when_done(make) -> None:  # type: ignore[no-untyped-def]
@@ -193,7 +193,7 @@ async def test_cancelling_one_row_leaves_the_others_intact(make) -> None:  # typ
     assert await collect(jobs["a"]) == [0, 1, 2, 3]
     assert await collect(jobs["c"]) == [0, 1, 2, 3]
     assert [step.count("b") for step in engine.steps] == [1, 1, 0, 0], "b leaves after the step in progress"
-    await until(lambda: sample(metrics, "voice_in_flight_requests") == 0, "every slot free")
+    await until(lambda: sample(metrics, "voice_in_flight_requests") == 0)
 
 
 async def test_a_cancelled_waiting_job_ends_its_stream_and_leaves_the_queue(make) -> None:  # type: ignore[no-untyped-def]
