@@ -58,7 +58,11 @@ class Job:
         """Stop this job (call from the event loop): its stream ends now, its slot or place frees."""
         if not self.cancelled.is_set():
             self.cancelled.set()
-            self._put(_DONE)
+            while not self._chunks.empty():  # audio not read yet has no reader any more
+                self._chunks.get_nowait()
+            self._chunks.put_nowait(_DONE)
+            self._ended = True  # anything the engine thread still sends is dropped
+            self._scheduler._jobs.discard(self)
             self._scheduler._cancelled(self)
 
     def buffer_full(self) -> bool:

@@ -196,6 +196,18 @@ async def test_cancelling_one_row_leaves_the_others_intact(make) -> None:  # typ
     await until(lambda: sample(metrics, "voice_in_flight_requests") == 0)
 
 
+async def test_cancelling_drops_audio_made_but_not_read(make) -> None:  # type: ignore[no-untyped-def]
+    scheduler, engine, metrics = await make(1)
+    job = scheduler.submit(request("unread", 100))
+    engine.release_steps(2)
+    await at_gate(engine)  # step 3 waits: the chunks of steps 1 and 2 were handed over before it
+    await asyncio.sleep(0)
+    job.cancel()
+    assert await collect(job) == [], "nobody reads it any more"
+    engine.release_steps()
+    await until(lambda: sample(metrics, "voice_in_flight_requests") == 0)
+
+
 async def test_a_cancelled_waiting_job_ends_its_stream_and_leaves_the_queue(make) -> None:  # type: ignore[no-untyped-def]
     scheduler, engine, metrics = await make(1)
     running = scheduler.submit(request("running"))
