@@ -64,7 +64,7 @@ class EngineLoop:
         """Give the job a slot or a place in the queue; raise ``slots.Full`` when neither is left."""
         with self._cond:
             if self.table.submit(job):
-                self._reserved([job])
+                self._waited([job])
             self._publish()
             self._wake()
 
@@ -89,7 +89,8 @@ class EngineLoop:
         self._dirty = True
         self._cond.notify()
 
-    def _reserved(self, jobs: Sequence[Job]) -> None:
+    def _waited(self, jobs: Sequence[Job]) -> None:
+        """These jobs just got a slot: how long they waited for it."""
         now = time.monotonic()
         for job in jobs:
             self.metrics.queue_wait.observe(now - job.submitted)
@@ -183,7 +184,7 @@ class EngineLoop:
     def _free(self, slot: int) -> None:
         with self._cond:
             promoted = self.table.free(slot)
-            self._reserved(promoted)
+            self._waited(promoted)
             self._dirty = self._dirty or bool(promoted)  # the engine thread admits them before it sleeps
             self._publish()
 
