@@ -132,8 +132,8 @@ class EngineLoop:
         try:
             row = self.engine.admit(job.request, slot)
         except Exception as exc:
-            job.finish(_for_client(exc))
             self._free(slot)
+            job.finish(_for_client(exc))
             return
         self._rows[slot] = (job, row)
 
@@ -178,8 +178,8 @@ class EngineLoop:
             self.engine.release(row)
         except Exception:
             log.exception("engine failed to release a row")
+        self._free(slot)  # before the stream ends, so a reader at its end sees the slot free
         job.finish(error)
-        self._free(slot)
 
     def _free(self, slot: int) -> None:
         with self._cond:
