@@ -14,7 +14,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from voice_inference import api_openai, api_system, api_tts, api_voices, middlewares, synthesis, voices
-from voice_inference.engines import create_engine, stepped
+from voice_inference.engines import base, create_engine, stepped
 from voice_inference.metrics import Metrics
 from voice_inference.scheduler import Scheduler
 from voice_inference.settings import Settings
@@ -25,7 +25,10 @@ _LOADER = web.AppKey("loader", asyncio.Task)
 
 
 def build_app(
-    settings: Settings, *, engine: stepped.SteppedEngine | None = None, store: voices.VoiceStore | None = None
+    settings: Settings,
+    *,
+    engine: stepped.SteppedEngine | base.Engine | None = None,
+    store: voices.VoiceStore | None = None,
 ) -> web.Application:
     metrics = Metrics()
     scheduler = Scheduler(

@@ -119,19 +119,20 @@ class Job:
 class Scheduler:
     def __init__(
         self,
-        engine: stepped.SteppedEngine,
+        engine: stepped.SteppedEngine | base.Engine,
         *,
         max_queue: int,
         metrics: metrics_mod.Metrics,
         buffer_seconds: float = 10.0,
         stall_timeout_s: float = 30.0,
     ) -> None:
-        self.engine = engine
+        # An engine that can only generate one request at a time takes its turns in one slot.
+        self.engine = stepped.Sequential(engine) if isinstance(engine, base.Engine) else engine
         self.max_queue = max_queue
         self.metrics = metrics
         self.buffer_seconds = buffer_seconds
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._batches = batch_loop.EngineLoop(engine, max_queue=max_queue, stall_timeout_s=stall_timeout_s, metrics=metrics)
+        self._batches = batch_loop.EngineLoop(self.engine, max_queue=max_queue, stall_timeout_s=stall_timeout_s, metrics=metrics)
         self._running: asyncio.Future[None] | None = None
         self._jobs: set[Job] = set()  # streams not ended yet, for close()
         self.ready = False

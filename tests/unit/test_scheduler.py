@@ -1,7 +1,7 @@
 """The scheduler (``voice_inference.scheduler``) on the batch-1 path, on pytest-asyncio.
 
-A one-request-at-a-time test engine behind ``engines.stepped.Sequential`` (one slot), as the
-S1 engine runs until it batches. Covers: chunks arrive in order; admission control
+A one-request-at-a-time test engine (an ``engines.base.Engine``), which the scheduler runs
+behind ``engines.stepped.Sequential`` in one slot, as the S1 engine runs until it batches. Covers: chunks arrive in order; admission control
 (``QueueFull`` once ``max_queue`` jobs wait beyond the slot); a cancelled waiting job leaves
 the queue and the depth gauge at once, and its stream ends; cancelling a running job releases
 it after the step in progress; an engine exception fails that job only (``EngineError``) and
@@ -122,7 +122,7 @@ async def make_scheduler(
     engine: base.Engine, *, max_queue: int = 8, start: bool = True
 ) -> tuple[scheduler_mod.Scheduler, metrics_mod.Metrics]:
     metrics = metrics_mod.Metrics()
-    scheduler = scheduler_mod.Scheduler(stepped.Sequential(engine), max_queue=max_queue, metrics=metrics)
+    scheduler = scheduler_mod.Scheduler(engine, max_queue=max_queue, metrics=metrics)  # adapted by Sequential
     if start:
         await scheduler.start()
     return scheduler, metrics
@@ -134,7 +134,9 @@ def request(text: str = "hello") -> base.SynthesisRequest:
 
 async def test_chunks_arrive_in_order() -> None:
     engine = ScriptedEngine(chunks=50)
-    scheduler, _ = await make_scheduler(engine)
+    scheduler, metrics = await make_scheduler(engine)
+    assert isinstance(scheduler.engine, stepped.Sequential) and scheduler.engine.max_batch_size == 1
+    assert gauge(metrics, "voice_batch_slots") == 1
     try:
         chunks = await collect(scheduler.submit(request()))
         assert [int(chunk[0]) for chunk in chunks] == list(range(50))
