@@ -16,7 +16,7 @@ define S1_INSTALL
 	$(PYTHON) -c 'import voice_inference.engines.s1_mini'
 endef
 
-.PHONY: s1 venv-s1 s1-install bench-engine
+.PHONY: s1 venv-s1 s1-install bench-engine bench-batch
 
 # Any interpreter, e.g. the image's: make s1-install PYTHON=/opt/venv/bin/python
 s1-install:
@@ -38,3 +38,9 @@ test test-unit test-integration: export VOICE_TEST_S1 := required
 # Our engine against fish-speech's own generation path on the tiny checkpoint (CPU).
 bench-engine: $(S1_STAMP)
 	$(PYTHON) scripts/bench_engine.py
+
+# Continuous batching vs the batch-1 path, over HTTP, S1 engine on the tiny checkpoint (CPU).
+# BENCH_BATCH_ARGS='--engine mock --cost-ms 50' proves the script without the model;
+# on a GPU: BENCH_BATCH_ARGS='--size s1-mini --device cuda --compile --levels 1,8,32,64,128,256'.
+bench-batch: $(S1_STAMP)
+	$(PYTHON) scripts/bench_batch.py $(BENCH_BATCH_ARGS)

@@ -16,7 +16,7 @@ from aiohttp import web
 from voice_inference import (
     api_live, api_models, api_openai, api_system, api_tts, api_voices, middlewares, synthesis, voices,
 )
-from voice_inference.engines import base, create_engine
+from voice_inference.engines import base, create_engine, stepped
 from voice_inference.metrics import Metrics
 from voice_inference.scheduler import Scheduler
 from voice_inference.settings import Settings
@@ -27,12 +27,22 @@ _LOADER = web.AppKey("loader", asyncio.Task)
 
 
 def build_app(
-    settings: Settings, *, engine: base.Engine | None = None, store: voices.VoiceStore | None = None
+    settings: Settings,
+    *,
+    engine: stepped.SteppedEngine | base.Engine | None = None,
+    store: voices.VoiceStore | None = None,
 ) -> web.Application:
     metrics = Metrics()
+    scheduler = Scheduler(
+        engine or create_engine(settings),
+        max_queue=settings.queue_size,
+        metrics=metrics,
+        buffer_seconds=settings.stream_buffer_seconds,
+        stall_timeout_s=settings.stall_timeout_seconds,
+    )
     services = synthesis.Services(
         settings=settings,
-        scheduler=Scheduler(engine or create_engine(settings), max_queue=settings.queue_size, metrics=metrics),
+        scheduler=scheduler,
         store=store or voices.create_store(settings),
         metrics=metrics,
     )

@@ -1,30 +1,30 @@
 """The scheduler: the one owner of the engine, between HTTP handlers and the model.
 
-Handlers call ``submit``; it admits the request or raises ``QueueFull`` at once (admission
-control: a bounded queue, never unbounded waiting). One worker task takes jobs in arrival
-order and runs the engine on a single dedicated thread, so model code never runs on the event
-loop and never sees two requests at once. Chunks cross back to the loop through each job's
-own asyncio queue. A job cancelled while waiting is dropped; one cancelled while running stops
-at the engine's next chunk (the engine checks the job's ``cancelled`` event). Either way its
-stream ends at once: whoever iterates a cancelled job is never left waiting.
+Handlers call ``submit``; it gives the request one of the engine's batch slots, a place in
+the bounded queue behind them, or raises ``QueueFull`` at once (admission control: never
+unbounded waiting). The engine runs on a single dedicated thread (``batch_loop.EngineLoop``):
+every step advances all rows in slots together, a request joins at the next step and leaves
+as soon as it is done, so model code never runs on the event loop. Chunks cross back to the
+loop through each job's own queue, bounded by ``buffer_seconds`` of unread audio.
 
-Batching later: the worker is the only place that decides what runs next, so it can take
-several waiting jobs and hand them to a batched engine call without changing handlers.
+Cancelling a job (client gone, timeout, shutdown) ends its stream at once, whether it was
+waiting or running; a running row is released by the engine thread before its next step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 
 import numpy as np
 
+from voice_inference import batch_loop, slots
 from voice_inference import metrics as metrics_mod
-from voice_inference.engines import base
+from voice_inference.engines import base, stepped
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ _DONE = object()  # end-of-stream marker on a job's chunk queue
 
 
 class QueueFull(Exception):
-    """More requests are waiting than the queue allows."""
+    """Every slot is busy and more requests are waiting than the queue allows."""
 
 
 class NotReady(Exception):
@@ -42,51 +42,101 @@ class NotReady(Exception):
 class Job:
     """One admitted request: an async iterator of float32 chunks, cancellable at any time."""
 
-    def __init__(self, request: base.SynthesisRequest, scheduler: "Scheduler") -> None:
+    def __init__(self, request: base.SynthesisRequest, scheduler: "Scheduler", *, buffer_samples: int) -> None:
         self.request = request
         self.cancelled = threading.Event()
-        self._scheduler = scheduler
+        self.submitted = time.monotonic()
         self._loop = asyncio.get_running_loop()
-        self._chunks: asyncio.Queue[object] = asyncio.Queue()
+        self._chunks: asyncio.Queue[object] = asyncio.Queue()  # bounded by _buffered, not by the queue
+        self._buffer_samples = buffer_samples
+        self._buffered = 0  # samples delivered and not read yet: the engine thread adds, the reader takes
+        self._lock = threading.Lock()
+        self._ended = False  # the stream's last item is queued (event loop only)
+        self._scheduler = scheduler
 
     def cancel(self) -> None:
-        """Stop this job (call from the event loop): dropped if waiting, stopped if running.
-
-        Its stream ends now, without the chunks not yet read: a waiting job never reaches the
-        worker (which would end it), and a running one may be deep in a model step."""
+        """Stop this job (call from the event loop): its stream ends now, its slot or place frees."""
         if not self.cancelled.is_set():
             self.cancelled.set()
-            self._scheduler._forget(self)
+            while not self._chunks.empty():  # audio not read yet has no reader any more
+                self._chunks.get_nowait()
             self._chunks.put_nowait(_DONE)
+            self._ended = True  # anything the engine thread still sends is dropped
+            self._scheduler._jobs.discard(self)
+            self._scheduler._cancelled(self)
 
-    # Called on the worker thread.
-    def _emit(self, item: object) -> None:
-        self._loop.call_soon_threadsafe(self._chunks.put_nowait, item)
+    def buffer_full(self) -> bool:
+        """The reader is ``buffer_seconds`` behind: the engine does not step this row."""
+        return self._buffered >= self._buffer_samples
+
+    # Called on the engine thread.
+    def deliver(self, chunk: np.ndarray) -> None:
+        with self._lock:
+            self._buffered += chunk.shape[0]
+        self._send(chunk)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """The last item: an error for the reader, or the end of the stream."""
+        self._send(_DONE if error is None else error)
+
+    def _send(self, item: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._put, item)
+        except RuntimeError:  # the event loop is closed: nobody is reading any more
+            pass
+
+    def _put(self, item: object) -> None:
+        if self._ended:  # cancelled: later chunks have no reader
+            return
+        self._ended = item is _DONE or isinstance(item, BaseException)
+        self._chunks.put_nowait(item)
+        if self._ended:
+            self._scheduler._jobs.discard(self)
+
+    def _taken(self, samples: int) -> None:
+        with self._lock:
+            was_full = self.buffer_full()
+            self._buffered -= samples
+            now_full = self.buffer_full()
+        if was_full and not now_full:
+            self._scheduler._batches.notify()
 
     def __aiter__(self) -> AsyncIterator[np.ndarray]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[np.ndarray]:
-        while not self.cancelled.is_set():
+        while True:
             item = await self._chunks.get()
-            if item is _DONE or self.cancelled.is_set():
+            if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item  # type: ignore[misc]
+            assert isinstance(item, np.ndarray)
+            self._taken(item.shape[0])
+            yield item
 
 
 class Scheduler:
-    def __init__(self, engine: base.Engine, *, max_queue: int, metrics: metrics_mod.Metrics) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        engine: stepped.SteppedEngine | base.Engine,
+        *,
+        max_queue: int,
+        metrics: metrics_mod.Metrics,
+        buffer_seconds: float = 10.0,
+        stall_timeout_s: float = 30.0,
+    ) -> None:
+        # An engine that can only generate one request at a time takes its turns in one slot.
+        self.engine = stepped.Sequential(engine) if isinstance(engine, base.Engine) else engine
         self.max_queue = max_queue
         self.metrics = metrics
+        self.buffer_seconds = buffer_seconds
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._waiting: collections.deque[Job] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
-        self._running: Job | None = None
+        self._batches = batch_loop.EngineLoop(self.engine, max_queue=max_queue, stall_timeout_s=stall_timeout_s, metrics=metrics)
+        self._running: asyncio.Future[None] | None = None
+        self._jobs: set[Job] = set()  # streams not ended yet, for close()
         self.ready = False
+        self._closed = False
         self.load_error: str | None = None
         metrics.ready.set_function(lambda: float(self.ready))  # the gauge reads the flag: never out of step
 
@@ -94,8 +144,12 @@ class Scheduler:
     def sample_rate(self) -> int:
         return self.engine.sample_rate
 
+    @property
+    def max_batch_size(self) -> int:
+        return self.engine.max_batch_size
+
     async def start(self, *, warm_up: bool = True) -> None:
-        """Load (and warm up) the engine on its thread, then start taking jobs."""
+        """Load (and warm up) the engine on its thread, then start stepping it there."""
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self.engine.load)
@@ -105,19 +159,21 @@ class Scheduler:
             self.load_error = f"{exc.__class__.__name__}: {exc}"
             log.error("engine %s failed to start: %s", self.engine.name, self.load_error)
             raise
-        self._worker = asyncio.create_task(self._run(), name="scheduler")
+        self._running = loop.run_in_executor(self._executor, self._batches.run)
+        self._running.add_done_callback(self._loop_ended)
         self.ready = True
-        log.info("engine %s ready", self.engine.name)
+        log.info("engine %s ready (%d batch slots)", self.engine.name, self.engine.max_batch_size)
 
     async def close(self) -> None:
         self.ready = False
-        for job in list(self._waiting):  # cancel() removes the job from the deque
+        if self._closed:
+            return
+        self._closed = True
+        for job in list(self._jobs):
             job.cancel()
-        if self._running is not None:  # stop the engine at its next chunk, not the job's end
-            self._running.cancel()
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        self._batches.stop()
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.engine.close)
         self._executor.shutdown(wait=True)
@@ -126,49 +182,25 @@ class Scheduler:
         """Admit a request or raise ``NotReady`` / ``QueueFull`` straight away."""
         if not self.ready:
             raise NotReady(self.load_error or "the engine is still loading")
-        if len(self._waiting) >= self.max_queue:
+        job = Job(request, self, buffer_samples=max(1, round(self.buffer_seconds * self.sample_rate)))
+        try:
+            self._batches.submit(job)
+        except slots.Full as exc:
             self.metrics.rejected.inc()
-            raise QueueFull(f"{len(self._waiting)} requests are already waiting")
-        job = Job(request, self)
-        self._waiting.append(job)
-        self.metrics.queue_depth.set(len(self._waiting))
-        self._wakeup.set()
+            raise QueueFull(str(exc)) from None
+        self._jobs.add(job)
         return job
 
-    def _forget(self, job: Job) -> None:
-        """A cancelled job leaves the queue at once, so the depth gauge tells the truth."""
-        if job in self._waiting:
-            self._waiting.remove(job)
-            self.metrics.queue_depth.set(len(self._waiting))
+    def _loop_ended(self, running: asyncio.Future[None]) -> None:
+        """The engine loop ends only at close, unless a bug broke it: then stop taking work."""
+        if running.cancelled() or running.exception() is None:
+            return
+        error = running.exception()
+        self.ready = False
+        self.load_error = f"the engine loop failed: {error.__class__.__name__}: {error}"
+        log.error("%s", self.load_error, exc_info=error)
+        for job in list(self._jobs):  # their streams end; nothing would step them any more
+            job.cancel()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._waiting:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            job = self._waiting.popleft()
-            self.metrics.queue_depth.set(len(self._waiting))
-            self.metrics.in_flight.inc()
-            self._running = job
-            try:
-                await loop.run_in_executor(self._executor, self._generate, job)
-            finally:
-                self._running = None
-                self.metrics.in_flight.dec()
-
-    def _generate(self, job: Job) -> None:
-        """Runs on the engine thread: feed the job's chunks back to the loop."""
-        try:
-            for chunk in self.engine.generate(job.request, job.cancelled):
-                if job.cancelled.is_set():
-                    break
-                job._emit(chunk)
-        except base.RequestTooLarge as exc:  # the client's input, not a model failure: its message is theirs
-            job._emit(exc)
-        except Exception as exc:  # a model failure fails this request, not the server
-            log.exception("engine failed on a request")
-            job._emit(base.EngineError(f"synthesis failed: {exc.__class__.__name__}"))
-        finally:
-            job._emit(_DONE)
+    def _cancelled(self, job: Job) -> None:
+        self._batches.withdraw(job)

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     )
     warmup: bool = Field(True, description="Run one synthesis before reporting ready.")
 
-    # Mock engine: a per-chunk cost lets tests and benchmarks see realistic timing.
+    # Mock engine: a per-step cost (one chunk for every row) lets tests and benchmarks see realistic timing.
     mock_chunk_cost_ms: float = Field(0.0, ge=0, le=10_000)
 
     # Reference voices
@@ -79,7 +79,16 @@ class Settings(BaseSettings):
     reference_s3_addressing_style: S3AddressingStyle = "auto"
 
     # Scheduler and limits
-    queue_size: int = Field(16, ge=1, le=10_000, description="Requests waiting beyond the one in progress.")
+    max_batch_size: int = Field(
+        8, ge=1, le=1024, description="Requests the engine decodes together (batch slots); 1 = one at a time."
+    )
+    queue_size: int = Field(16, ge=1, le=10_000, description="Requests waiting beyond the batch slots.")
+    stream_buffer_seconds: float = Field(
+        10.0, gt=0, le=3600, description="Audio made ahead of a slow reader; then its request pauses."
+    )
+    stall_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A paused request whose reader takes nothing this long is ended."
+    )
     retry_after_seconds: int = Field(1, ge=1, le=3600)
     request_timeout_seconds: float = Field(300.0, gt=0)
     max_text_length: int = Field(2000, ge=1, le=1_000_000)

@@ -37,6 +37,7 @@ S1_COMPILE: Final = env_name("s1_compile")
 S1_STREAM_FRAMES: Final = env_name("s1_stream_frames")
 S1_REFERENCE_CACHE_SIZE: Final = env_name("s1_reference_cache_size")
 S1_CPU_THREADS: Final = env_name("s1_cpu_threads")
+MAX_BATCH_SIZE: Final = env_name("max_batch_size")
 QUEUE_SIZE: Final = env_name("queue_size")
 MAX_TEXT_LENGTH: Final = env_name("max_text_length")
 LOG_LEVEL: Final = env_name("log_level")
@@ -69,6 +70,7 @@ ALL_ENV: Final = (
     S1_STREAM_FRAMES,
     S1_REFERENCE_CACHE_SIZE,
     S1_CPU_THREADS,
+    MAX_BATCH_SIZE,
     QUEUE_SIZE,
     MAX_TEXT_LENGTH,
     LOG_LEVEL,

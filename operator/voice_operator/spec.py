@@ -85,7 +85,8 @@ class Engine(_Model):
     precision: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Model precision.")
     compile: bool = Field(False, description="torch.compile the model: faster steady state, minutes more at start.")
     max_text_length: int = Field(2000, ge=1, le=1_000_000, description="Longest text accepted per request, in characters.")
-    queue_size: int = Field(16, ge=1, le=10_000, description="Requests waiting beyond the one in progress; more get 429.")
+    max_batch_size: int = Field(8, ge=1, le=1024, description="Requests decoded together on one GPU (batch slots); 1 = one at a time.")
+    queue_size: int = Field(16, ge=1, le=10_000, description="Requests waiting beyond the batch slots; more get 429.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
     stream_frames: int | None = Field(None, ge=1, le=512, description="Codec frames in the first streamed chunk; the server's default when unset.")
     reference_cache_size: int | None = Field(None, ge=0, le=100_000, description="Encoded reference voices kept in memory; the server's default when unset.")
@@ -282,7 +283,7 @@ class CpuTarget(_Model):
 class PodMetricTarget(_Model):
     """Scale on a per-pod custom metric (needs a custom metrics adapter)."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(description="Per-pod custom metric, e.g. voice_in_flight_requests.")
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(description="Per-pod custom metric, e.g. voice_batch_slot_occupancy (0 to 1).")
     average_value: Quantity = Field(description="Target average value per pod.")
 
 

@@ -2,7 +2,8 @@
 leave while the engine is still at work), a full queue answers 429 with Retry-After, a client
 that goes away frees the engine (running or queued, and the server survives it), slow synthesis
 times out (a 504, or a cut connection once audio is out), and the server reports ready only
-after the engine is loaded and warmed up.
+after the engine is loaded and warmed up. The queue tests run with
+one batch slot (``VOICE_MAX_BATCH_SIZE=1``, the batch-1 path); batching: test_batching.py.
 
 The mock engine's per-chunk cost (``VOICE_MOCK_CHUNK_COST_MS``) makes generation take real
 time, so the order of events can be checked through ``/metrics`` without timing asserts.
@@ -54,7 +55,8 @@ def test_stream_sends_audio_before_the_last_is_made(start_server, fmt: str) -> N
 
 def test_full_queue_is_429_with_retry_after(start_server) -> None:
     server: ServerProcess = start_server(
-        {"VOICE_MOCK_CHUNK_COST_MS": "100", "VOICE_QUEUE_SIZE": "1", "VOICE_RETRY_AFTER_SECONDS": "3"}
+        {"VOICE_MOCK_CHUNK_COST_MS": "100", "VOICE_QUEUE_SIZE": "1", "VOICE_RETRY_AFTER_SECONDS": "3",
+         "VOICE_MAX_BATCH_SIZE": "1"}  # fmt: skip
     )
     body = {"text": LONG_TEXT, "streaming": True}
     results: list[int] = []
@@ -103,7 +105,7 @@ def test_client_going_away_stops_the_work(start_server, fmt: str) -> None:
 
 
 def test_waiting_request_whose_client_left_leaves_the_queue(start_server) -> None:
-    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
+    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100", "VOICE_MAX_BATCH_SIZE": "1"})
     with httpx.stream("POST", f"{server.url}/v1/tts", json={"text": LONG_TEXT, "streaming": True}, timeout=60) as r:
         chunks = r.iter_raw()
         next(chunks)  # the engine is busy with this one

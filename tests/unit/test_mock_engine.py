@@ -1,40 +1,51 @@
-"""The mock engine (``voice_inference.engines.mock``), called directly as the scheduler calls it.
+"""The mock engine (``voice_inference.engines.mock``), stepped directly as the scheduler steps it.
 
-It must be deterministic (same request, identical samples), let the seed and the reference
-voice change the audio, make audio whose length follows the text and ``speed``, respect
-``max_new_tokens`` (in codec frames) and a set ``cancelled`` event, and split long text into
-``chunk_length`` segments.
+It must be deterministic (same request, identical samples, alone or batched with others), let
+the seed and the reference voice change the audio, make audio whose length follows the text
+and ``speed``, respect ``max_new_tokens`` (in codec frames), end a row with its last chunk, split
+long text into ``chunk_length`` segments, and pay its per-step cost once per step.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from voice_inference import settings, textsplit
-from voice_inference.engines import base, create_engine, mock
+from voice_inference.engines import base, create_engine, mock, stepped
 
 TEXT = "Hello world. This is the mock engine speaking, deterministically."
 
 
 @pytest.fixture
 def engine() -> mock.MockEngine:
-    loaded = mock.MockEngine()
+    loaded = mock.MockEngine(max_batch_size=8)
     loaded.load()
     return loaded
 
 
-def run(
-    engine: base.Engine, request: base.SynthesisRequest, cancelled: threading.Event | None = None
-) -> list[np.ndarray]:
-    return list(engine.generate(request, cancelled or threading.Event()))
+def run_batch(engine: mock.MockEngine, requests: Sequence[base.SynthesisRequest]) -> list[list[np.ndarray]]:
+    """Step the requests together until all are done, as the scheduler does: each row's chunks."""
+    rows = [engine.admit(request, slot) for slot, request in enumerate(requests)]
+    out: list[list[np.ndarray]] = [[] for _ in rows]
+    while active := [row for row in rows if not row.done]:
+        engine.step(active)
+        for row in active:
+            out[row.slot] += row.chunks
+            row.chunks.clear()
+            if row.done:
+                engine.release(row)
+    return out
 
 
-def audio_of(engine: base.Engine, request: base.SynthesisRequest) -> np.ndarray:
+def run(engine: mock.MockEngine, request: base.SynthesisRequest) -> list[np.ndarray]:
+    return run_batch(engine, [request])[0]
+
+
+def audio_of(engine: mock.MockEngine, request: base.SynthesisRequest) -> np.ndarray:
     return np.concatenate(run(engine, request))
 
 
@@ -121,21 +132,33 @@ def test_zero_max_new_tokens_means_no_limit(engine: mock.MockEngine) -> None:
     assert unlimited.size == round(100 * mock.FRAMES_PER_CHAR) * mock.HOP
 
 
-def test_a_set_cancelled_event_yields_nothing(engine: mock.MockEngine) -> None:
-    cancelled = threading.Event()
-    cancelled.set()
-    assert run(engine, base.SynthesisRequest(text=TEXT), cancelled) == []
+def test_a_request_gives_the_same_audio_alone_and_inside_a_batch(engine: mock.MockEngine) -> None:
+    target = base.SynthesisRequest(text=TEXT, seed=3, references=(voice("voice:a:1"),))
+    others = [
+        base.SynthesisRequest(text=f"Another request, number {i}. " * (i + 1), seed=i, speed=0.5 + i / 4)
+        for i in range(7)
+    ]
+    alone = audio_of(engine, target)
+    for position in (0, 4, 7):  # its slot in the batch does not matter either
+        batch = [*others[:position], target, *others[position:]]
+        chunks = run_batch(engine, batch)
+        assert np.concatenate(chunks[position]).tobytes() == alone.tobytes()
+        assert len({len(c) for c in chunks}) > 1, "rows of different lengths finished at different steps"
 
 
-def test_cancelling_mid_way_stops_at_the_next_chunk(engine: mock.MockEngine) -> None:
-    cancelled = threading.Event()
-    produced = []
-    for chunk in engine.generate(base.SynthesisRequest(text=TEXT * 5, max_new_tokens=0), cancelled):
-        produced.append(chunk)
-        if len(produced) == 2:
-            cancelled.set()
-    assert len(produced) == 2
-    assert len(run(engine, base.SynthesisRequest(text=TEXT * 5, max_new_tokens=0))) > 2
+def test_a_row_is_done_with_its_last_chunk(engine: mock.MockEngine) -> None:
+    row = engine.admit(base.SynthesisRequest(text="Hi.", max_new_tokens=0), slot=0)
+    engine.step([row])
+    assert row.done and len(row.chunks) == 1, "no extra empty step at the end"
+
+
+def test_the_step_cost_is_paid_once_per_step_whatever_the_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(mock.time, "sleep", slept.append)
+    costly = mock.MockEngine(chunk_cost_s=0.05, max_batch_size=8)
+    costly.load()
+    run_batch(costly, [base.SynthesisRequest(text="x" * 24, max_new_tokens=0)] * 8)  # 36 frames: 5 steps
+    assert slept == [0.05] * 5
 
 
 def test_chunk_length_splits_long_text_into_segments(engine: mock.MockEngine) -> None:
@@ -159,27 +182,17 @@ def test_normalize_collapses_whitespace_before_synthesis(engine: mock.MockEngine
     assert raw.size > audio_of(engine, plain).size
 
 
-def test_generate_before_load_is_an_engine_error() -> None:
+def test_admit_before_load_is_an_engine_error() -> None:
     with pytest.raises(base.EngineError):
         run(mock.MockEngine(), base.SynthesisRequest(text=TEXT))
 
 
-def test_warm_up_synthesizes_once_through_generate(engine: mock.MockEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[int] = []  # chunks of each generate() call, counted as the warm-up consumes them
-    original = engine.generate
-
-    def counting(request: base.SynthesisRequest, cancelled: threading.Event) -> Iterator[np.ndarray]:
-        made.append(0)
-        for chunk in original(request, cancelled):
-            made[-1] += 1
-            yield chunk
-
-    monkeypatch.setattr(engine, "generate", counting)
-    engine.warm_up()  # the base class's warm-up
-    assert len(made) == 1 and made[0] > 0, "one synthesis, whose audio was really made"
+def test_warm_up_runs(engine: mock.MockEngine) -> None:
+    engine.warm_up()  # the stepped base class's warm-up: admit, step until done, release
 
 
-def test_create_engine_builds_the_mock_with_its_chunk_cost() -> None:
-    built = create_engine(settings.Settings(tts_provider="mock", mock_chunk_cost_ms=25))
-    assert isinstance(built, mock.MockEngine)
+def test_create_engine_builds_the_batching_mock_from_settings() -> None:
+    built = create_engine(settings.Settings(tts_provider="mock", mock_chunk_cost_ms=25, max_batch_size=12))
+    assert isinstance(built, mock.MockEngine) and isinstance(built, stepped.SteppedEngine)
     assert built.chunk_cost_s == pytest.approx(0.025)
+    assert built.max_batch_size == 12

@@ -111,6 +111,12 @@ def test_rollout_defaults_need_no_spare_gpu() -> None:
     assert dep["spec"]["progressDeadlineSeconds"] == config.Defaults().startup_seconds + 300
 
 
+def test_batch_slots_and_queue_are_rendered() -> None:
+    assert (env(render(HF))[contract.MAX_BATCH_SIZE], env(render(HF))[contract.QUEUE_SIZE]) == ("8", "16")
+    tuned = env(render({**HF, "engine": {"maxBatchSize": 64, "queueSize": 128}}))
+    assert (tuned["VOICE_MAX_BATCH_SIZE"], tuned["VOICE_QUEUE_SIZE"]) == ("64", "128")
+
+
 def test_extra_env_overrides_rendered_and_appends() -> None:
     e = env(render({**HF, "env": [{"name": "VOICE_LOG_LEVEL", "value": "debug"}, {"name": "EXTRA", "value": "1"}]}))
     assert e["VOICE_LOG_LEVEL"] == "debug" and e["EXTRA"] == "1"

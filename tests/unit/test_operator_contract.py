@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import pathlib
+
+import yaml
+
+from voice_inference import metrics as metrics_mod
 from voice_inference import settings as inference_settings
 from voice_operator import contract, spec
 from voice_operator.builders import checkpoint, common, deployment
 
 FIELDS = set(inference_settings.Settings.model_fields)
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _everything_on() -> common.Context:
     # A spec that makes the builder render every VOICE_* variable it knows.
     s = spec.VoiceServiceSpec.model_validate({
-        "engine": {"streamFrames": 8, "referenceCacheSize": 16, "cpuThreads": 4},
+        "engine": {"streamFrames": 8, "referenceCacheSize": 16, "cpuThreads": 4, "maxBatchSize": 32},
         "checkpoint": {"source": {"huggingface": {"repo": "fishaudio/openaudio-s1-mini"}}},
         "apiKeySecret": {"name": "keys", "key": "keys"},
         "cors": {"allowOrigins": ["https://a.example", "https://b.example"]},
@@ -66,6 +72,15 @@ def test_rendered_values_parse_as_settings(tmp_path, monkeypatch) -> None:
     assert parsed.tts_provider == "s1_mini"
     assert parsed.cors_allow_origins == ["https://a.example", "https://b.example"]
     assert parsed.reference_hf_repo == "acme/voices"
+    assert parsed.max_batch_size == 32
+
+
+def test_the_example_autoscaler_scales_on_a_metric_the_server_exports() -> None:
+    # A Pods metric is the server's own Prometheus metric, carried by a metrics adapter.
+    manifest = yaml.safe_load((REPO / "examples" / "voiceservice-production.yaml").read_text())
+    metric = manifest["spec"]["autoscaling"]["target"]["podMetric"]["name"]
+    assert metric == "voice_batch_slot_occupancy"
+    assert metrics_mod.Metrics().registry.get_sample_value(metric) == 0.0
 
 
 def test_probe_paths_and_port() -> None:

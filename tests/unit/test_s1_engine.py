@@ -310,6 +310,7 @@ def test_cache_spans_grow_with_the_request(engine: s1_mini.S1MiniEngine) -> None
 def test_settings_build_the_engine(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
     from voice_inference import engines
+    from voice_inference.engines import stepped
     from voice_inference.settings import Settings
 
     for name, value in {
@@ -320,7 +321,9 @@ def test_settings_build_the_engine(tiny_checkpoint: Path, monkeypatch: pytest.Mo
         "VOICE_S1_REFERENCE_CACHE_SIZE": "5",
     }.items():
         monkeypatch.setenv(name, value)
-    built = engines.create_engine(Settings())
+    stepped_engine = engines.create_engine(Settings())
+    assert isinstance(stepped_engine, stepped.Sequential), "one request at a time, behind the stepped adapter"
+    built = stepped_engine.engine
     assert isinstance(built, s1_mini.S1MiniEngine)
     assert (built.checkpoint_path, built.device_setting) == (tiny_checkpoint, "cpu")
     assert (built.stream_frames, built.reference_cache_size) == (4, 5)

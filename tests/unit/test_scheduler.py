@@ -1,11 +1,13 @@
-"""The scheduler (``voice_inference.scheduler``) with small test engines, on pytest-asyncio.
+"""The scheduler (``voice_inference.scheduler``) on the batch-1 path, on pytest-asyncio.
 
-Covers: chunks arrive in order; admission control (``QueueFull`` once ``max_queue`` jobs
-wait); a cancelled waiting job leaves the queue and the depth gauge at once; cancelling a
-running job stops the engine at its next chunk; an engine exception fails that job only
-(``EngineError``) and the next job works; ``NotReady`` before start, after a failed load and
-after close; model code never runs on the event loop thread; close with jobs in flight; the
-stream of every cancelled job ends at once, waiting or running, even while the engine is busy.
+A one-request-at-a-time test engine (an ``engines.base.Engine``), which the scheduler runs
+behind ``engines.stepped.Sequential`` in one slot, as the S1 engine runs until it batches. Covers: chunks arrive in order; admission control
+(``QueueFull`` once ``max_queue`` jobs wait beyond the slot); a cancelled waiting job leaves
+the queue and the depth gauge at once, and its stream ends; cancelling a running job releases
+it after the step in progress; an engine exception fails that job only (``EngineError``) and
+the next job works; ``NotReady`` before start, after a failed load and after close; model code
+never runs on the event loop thread; close with jobs in flight. Batching itself:
+tests/unit/test_batch_scheduler.py.
 
 Test engines block on ``threading`` primitives the test releases, so every assertion is
 about order and state, never about timing.
@@ -22,7 +24,7 @@ import pytest
 
 from voice_inference import metrics as metrics_mod
 from voice_inference import scheduler as scheduler_mod
-from voice_inference.engines import base
+from voice_inference.engines import base, stepped
 
 WAIT_S = 10.0  # guard against hangs only; nothing asserts on time
 
@@ -44,6 +46,7 @@ class ScriptedEngine(base.Engine):
         self.step = threading.Semaphore(0)
         self.started = threading.Event()  # set when a generate() call begins
         self.finished = threading.Event()  # set when a generate() call ends, however it ends
+        self.waiting_at_gate = threading.Event()  # set while a gated chunk waits for its release
         self.threads: set[int] = set()
         self.seen: list[str] = []
         self.produced = 0
@@ -64,7 +67,9 @@ class ScriptedEngine(base.Engine):
         try:
             for i in range(self.chunks):
                 if self.gated:
+                    self.waiting_at_gate.set()
                     self.step.acquire(timeout=WAIT_S)
+                    self.waiting_at_gate.clear()
                 if cancelled.is_set():
                     self.stopped_by_cancel = True
                     return
@@ -117,7 +122,7 @@ async def make_scheduler(
     engine: base.Engine, *, max_queue: int = 8, start: bool = True
 ) -> tuple[scheduler_mod.Scheduler, metrics_mod.Metrics]:
     metrics = metrics_mod.Metrics()
-    scheduler = scheduler_mod.Scheduler(engine, max_queue=max_queue, metrics=metrics)
+    scheduler = scheduler_mod.Scheduler(engine, max_queue=max_queue, metrics=metrics)  # adapted by Sequential
     if start:
         await scheduler.start()
     return scheduler, metrics
@@ -129,7 +134,9 @@ def request(text: str = "hello") -> base.SynthesisRequest:
 
 async def test_chunks_arrive_in_order() -> None:
     engine = ScriptedEngine(chunks=50)
-    scheduler, _ = await make_scheduler(engine)
+    scheduler, metrics = await make_scheduler(engine)
+    assert isinstance(scheduler.engine, stepped.Sequential) and scheduler.engine.max_batch_size == 1
+    assert gauge(metrics, "voice_batch_slots") == 1
     try:
         chunks = await collect(scheduler.submit(request()))
         assert [int(chunk[0]) for chunk in chunks] == list(range(50))
@@ -178,12 +185,10 @@ async def test_a_cancelled_waiting_job_leaves_the_queue_at_once() -> None:
         running = scheduler.submit(request("running"))
         await wait_thread_event(engine.started)
         first, second = scheduler.submit(request("first")), scheduler.submit(request("second"))
-        consumer = asyncio.create_task(collect(first))  # iterating before the cancel, as a handler would
         assert gauge(metrics, "voice_queue_depth") == 2
         first.cancel()  # no await in between: the gauge must already tell the truth
         assert gauge(metrics, "voice_queue_depth") == 1
-        assert await consumer == [], "the cancelled job's stream ends, though the worker never saw it"
-        assert not engine.finished.is_set(), "...while the running job still holds the engine"
+        assert await collect(first) == [], "a cancelled waiting job's stream ends"
         engine.release()
         assert len(await collect(running)) == 1
         assert len(await collect(second)) == 1
@@ -194,7 +199,7 @@ async def test_a_cancelled_waiting_job_leaves_the_queue_at_once() -> None:
         await scheduler.close()
 
 
-async def test_cancelling_a_running_job_stops_the_engine_at_its_next_chunk() -> None:
+async def test_cancelling_a_running_job_releases_it_after_the_step_in_progress() -> None:
     engine = ScriptedEngine(chunks=1000, gated=True)
     scheduler, metrics = await make_scheduler(engine)
     try:
@@ -205,15 +210,12 @@ async def test_cancelling_a_running_job_stops_the_engine_at_its_next_chunk() -> 
             assert int((await anext(iterator))[0]) == 0
             assert int((await anext(iterator))[0]) == 1
         assert gauge(metrics, "voice_in_flight_requests") == 1
-        reader = asyncio.create_task(anext(iterator, None))  # waits for a chunk the engine is not making
+        await wait_thread_event(engine.waiting_at_gate)  # the engine is inside the third step
         job.cancel()
-        async with asyncio.timeout(WAIT_S):
-            assert await reader is None, "the job's stream ends at once"
-        assert not engine.finished.is_set(), "...while the engine is still inside its step"
-        engine.release(1)  # let the engine reach its next chunk
+        assert [chunk async for chunk in iterator] == []  # the job's stream ends at once, cleanly
+        engine.release(1)  # the step in progress finishes; then the row is released
         await wait_thread_event(engine.finished)
-        assert engine.stopped_by_cancel
-        assert engine.produced == 2
+        assert engine.produced == 3, "no step after the one in progress"
         engine.release()
         # The worker moved on: a new job is served, and the gauges are back to zero after it.
         assert len(await collect(scheduler.submit(request("next")))) == 1000
@@ -299,20 +301,14 @@ async def test_close_with_waiting_and_running_jobs() -> None:
     await wait_thread_event(engine.started)
     waiting = [scheduler.submit(request(f"waiting {i}")) for i in range(3)]
     engine.release(1)
-    consumers = [asyncio.create_task(collect(job)) for job in (running, *waiting)]
     closing = asyncio.create_task(scheduler.close())
-    # Every consumer's stream ends while the engine is still blocked in its step (close() waits
-    # for it): nobody is left waiting on a job that will never run.
-    results = await asyncio.gather(*consumers)
-    assert all(job.cancelled.is_set() for job in (running, *waiting))
-    assert results[1:] == [[], [], []]
-    assert len(results[0]) <= 1, "the running job ends with what it had made"
-    assert not closing.done()
+    await asyncio.sleep(0)  # close() has cancelled the jobs by its first await
     engine.release()
     async with asyncio.timeout(WAIT_S):
         await closing
     assert engine.closed
-    assert engine.stopped_by_cancel and engine.produced < 1000, "close stops the running job"
+    assert engine.finished.is_set() and engine.produced < 1000, "close stops the running job"
+    assert all(job.cancelled.is_set() for job in (running, *waiting))
     assert engine.seen == ["running"]
     with pytest.raises(scheduler_mod.NotReady):
         scheduler.submit(request())

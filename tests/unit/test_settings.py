@@ -35,6 +35,7 @@ def test_defaults() -> None:
     settings = Settings()
     assert settings.tts_provider == "s1_mini"
     assert settings.port == 8080
+    assert (settings.max_batch_size, settings.queue_size) == (8, 16)
     assert settings.reference_storage == "local"
     assert settings.reference_path == Path("references")
     assert settings.cors_allow_origins == []
@@ -57,6 +58,9 @@ def test_every_kind_of_field_is_read_from_its_variable(monkeypatch: pytest.Monke
         "VOICE_REFERENCE_PATH": str(tmp_path / "refs"),
         "VOICE_MAX_REFERENCE_SECONDS": "12",
         "VOICE_QUEUE_SIZE": "256",
+        "VOICE_MAX_BATCH_SIZE": "64",
+        "VOICE_STREAM_BUFFER_SECONDS": "2.5",
+        "VOICE_STALL_TIMEOUT_SECONDS": "45",
         "VOICE_RETRY_AFTER_SECONDS": "7",
         "VOICE_REQUEST_TIMEOUT_SECONDS": "30",
         "VOICE_MAX_TEXT_LENGTH": "500",
@@ -79,6 +83,9 @@ def test_every_kind_of_field_is_read_from_its_variable(monkeypatch: pytest.Monke
     assert settings.reference_path == tmp_path / "refs"
     assert settings.max_reference_seconds == 12.0
     assert settings.queue_size == 256
+    assert settings.max_batch_size == 64
+    assert settings.stream_buffer_seconds == 2.5
+    assert settings.stall_timeout_seconds == 45.0
     assert settings.retry_after_seconds == 7
     assert settings.request_timeout_seconds == 30.0
     assert settings.max_text_length == 500
@@ -129,6 +136,11 @@ def test_comma_lists_also_accept_python_lists() -> None:
         ("VOICE_REFERENCE_STORAGE", "ftp", "reference_storage"),
         ("VOICE_QUEUE_SIZE", "0", "queue_size"),
         ("VOICE_QUEUE_SIZE", "-3", "queue_size"),
+        ("VOICE_MAX_BATCH_SIZE", "0", "max_batch_size"),
+        ("VOICE_MAX_BATCH_SIZE", "2000", "max_batch_size"),
+        ("VOICE_MAX_BATCH_SIZE", "eight", "max_batch_size"),
+        ("VOICE_STREAM_BUFFER_SECONDS", "0", "stream_buffer_seconds"),
+        ("VOICE_STALL_TIMEOUT_SECONDS", "-1", "stall_timeout_seconds"),
         ("VOICE_MOCK_CHUNK_COST_MS", "-1", "mock_chunk_cost_ms"),
         ("VOICE_REQUEST_TIMEOUT_SECONDS", "0", "request_timeout_seconds"),
         ("VOICE_MAX_BODY_BYTES", "10", "max_body_bytes"),

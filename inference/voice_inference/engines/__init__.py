@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from voice_inference.engines import base
+import logging
+
+from voice_inference.engines import base, stepped
 from voice_inference.settings import Settings
 
+log = logging.getLogger(__name__)
 
-def create_engine(settings: Settings) -> base.Engine:
-    """Build (not load) the engine named by ``VOICE_TTS_PROVIDER``."""
+
+def create_engine(settings: Settings) -> stepped.SteppedEngine:
+    """Build (not load) the engine named by ``VOICE_TTS_PROVIDER``, as the scheduler steps it."""
     if settings.tts_provider == "mock":
         from voice_inference.engines import mock
 
-        return mock.MockEngine(chunk_cost_s=settings.mock_chunk_cost_ms / 1000)
+        return mock.MockEngine(chunk_cost_s=settings.mock_chunk_cost_ms / 1000, max_batch_size=settings.max_batch_size)
     if settings.tts_provider == "s1_mini":
         try:  # torch and fish-speech come with the [s1] extra; the server runs without them
             from voice_inference.engines import s1_mini
@@ -19,7 +23,7 @@ def create_engine(settings: Settings) -> base.Engine:
             raise base.EngineError(
                 f"VOICE_TTS_PROVIDER=s1_mini needs the [s1] extra (torch, fish-speech): {exc}"
             ) from exc
-        return s1_mini.S1MiniEngine(
+        engine = s1_mini.S1MiniEngine(
             settings.s1_checkpoint_path,
             device=settings.s1_device,
             precision=settings.s1_precision,
@@ -28,4 +32,9 @@ def create_engine(settings: Settings) -> base.Engine:
             reference_cache_size=settings.s1_reference_cache_size,
             cpu_threads=settings.s1_cpu_threads,
         )
+        if settings.max_batch_size > 1:
+            log.warning("S1 Mini decodes one request at a time here; VOICE_MAX_BATCH_SIZE=%d is not used",
+                        settings.max_batch_size)  # fmt: skip
+        # One generate() at a time (its KV cache holds one request), so the adapter has one slot.
+        return stepped.Sequential(engine)
     raise base.EngineError(f"unknown tts provider {settings.tts_provider!r}")

@@ -2,22 +2,23 @@
 
 It behaves like the real model where the rest of the server can tell: audio comes in small
 groups of frames at S1 Mini's frame rate, its length follows the text (and ``speed``),
-``max_new_tokens`` bounds it, the seed and the reference voice change it, and an optional
-per-chunk cost (slept on the scheduler's worker thread, as a GPU step would block it) makes
-timing realistic. The same request always gives the same samples.
+``max_new_tokens`` bounds it, the seed and the reference voice change it. It is a stepped
+engine (``engines.stepped``) that batches as a GPU does: one ``step`` gives every row its next
+chunk for one per-step cost (slept on the scheduler's engine thread, as a GPU step would block
+it) that does not grow with the number of rows. The same request always gives the same
+samples, whatever shares its steps: each row's audio depends on its own request alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from voice_inference import textsplit
-from voice_inference.engines import base
+from voice_inference.engines import base, stepped
 
 SAMPLE_RATE = 44_100
 HOP = 2048  # samples per codec frame, as S1 Mini's codec: 44100 / 2048 = 21.5 frames/s
@@ -25,38 +26,55 @@ FRAMES_PER_CHUNK = 8
 FRAMES_PER_CHAR = 1.5  # about 14 characters of speech per second
 
 
-class MockEngine(base.Engine):
+class MockEngine(stepped.SteppedEngine):
     name = "mock"
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, chunk_cost_s: float = 0.0) -> None:
-        self.chunk_cost_s = chunk_cost_s
+    def __init__(self, chunk_cost_s: float = 0.0, *, max_batch_size: int = 1) -> None:
+        self.chunk_cost_s = chunk_cost_s  # per step, whatever the number of rows in it
+        self.max_batch_size = max_batch_size
         self.loaded = False
 
     def load(self) -> None:
         self.loaded = True
 
-    def generate(self, request: base.SynthesisRequest, cancelled: threading.Event) -> Iterator[np.ndarray]:
+    def admit(self, request: base.SynthesisRequest, slot: int) -> stepped.Row:
         if not self.loaded:
             raise base.EngineError("mock engine used before load()")
-        text = textsplit.normalize_text(request.text) if request.normalize else request.text
-        base_hz = 110.0 + _voice_offset(request)
-        frame_budget = request.max_new_tokens or None
-        phase = 0.0
-        for segment in textsplit.split_text(text, request.chunk_length):
-            frames = _segment_frames(segment, request.speed)
-            if frame_budget is not None:
-                frames = frames[:frame_budget]
-                frame_budget -= len(frames)
-            for start in range(0, len(frames), FRAMES_PER_CHUNK):
-                if cancelled.is_set():
-                    return
-                if self.chunk_cost_s:
-                    time.sleep(self.chunk_cost_s)
-                chunk, phase = _render(frames[start : start + FRAMES_PER_CHUNK], base_hz, phase)
-                yield chunk
-            if frame_budget == 0:
-                return
+        audio = chunks(request)
+        return stepped.Row(request, slot, state=(audio, next(audio, None)))
+
+    def step(self, rows: Sequence[stepped.Row]) -> None:
+        if self.chunk_cost_s:
+            time.sleep(self.chunk_cost_s)
+        for row in rows:
+            audio, chunk = row.state
+            if chunk is not None:
+                row.chunks.append(chunk)
+            upcoming = next(audio, None)  # looked at now, so a row is done with its last chunk
+            row.state = (audio, upcoming)
+            row.done = upcoming is None
+
+    def release(self, row: stepped.Row) -> None:
+        row.state = None
+
+
+def chunks(request: base.SynthesisRequest) -> Iterator[np.ndarray]:
+    """A request's audio, chunk by chunk: a pure function of the request."""
+    text = textsplit.normalize_text(request.text) if request.normalize else request.text
+    base_hz = 110.0 + _voice_offset(request)
+    frame_budget = request.max_new_tokens or None
+    phase = 0.0
+    for segment in textsplit.split_text(text, request.chunk_length):
+        frames = _segment_frames(segment, request.speed)
+        if frame_budget is not None:
+            frames = frames[:frame_budget]
+            frame_budget -= len(frames)
+        for start in range(0, len(frames), FRAMES_PER_CHUNK):
+            chunk, phase = _render(frames[start : start + FRAMES_PER_CHUNK], base_hz, phase)
+            yield chunk
+        if frame_budget == 0:
+            return
 
 
 def _voice_offset(request: base.SynthesisRequest) -> float:

@@ -26,6 +26,7 @@ def environment(ctx: common.Context, checkpoint_path: str | None) -> list[dict[s
         {"name": contract.S1_DEVICE, "value": engine.device},
         {"name": contract.S1_PRECISION, "value": engine.precision},
         {"name": contract.S1_COMPILE, "value": "true" if engine.compile else "false"},
+        {"name": contract.MAX_BATCH_SIZE, "value": str(engine.max_batch_size)},
         {"name": contract.QUEUE_SIZE, "value": str(engine.queue_size)},
         {"name": contract.MAX_TEXT_LENGTH, "value": str(engine.max_text_length)},
         {"name": contract.LOG_LEVEL, "value": engine.log_level},
