@@ -8,7 +8,7 @@ import itertools
 from typing import Any
 
 import pytest
-from voice_operator import config, controller, kube, leader, reconcile
+from voice_operator import config, controller, kinds, kube, leader, reconcile, writes
 
 
 class FakeIndex(dict):
@@ -18,19 +18,19 @@ class FakeIndex(dict):
 def make_controller(monkeypatch: pytest.MonkeyPatch, outcome: dict[str, Any]) -> tuple[controller.Controller, list[tuple[str, str]]]:
     calls: list[tuple[str, str]] = []
 
-    def fake_reconcile(api: Any, snapshot: reconcile.Snapshot, defaults: Any, memory: Any) -> reconcile.Result:
+    def fake_reconcile(api: Any, snapshot: reconcile.Snapshot, defaults: Any, memory: Any) -> writes.Result:
         meta = snapshot.service["metadata"]
         calls.append((meta["namespace"], meta["name"]))
         if outcome.get("block"):
             outcome["block"].wait(5)
-        return reconcile.Result(retry=outcome.get("retry", False))
+        return writes.Result(retry=outcome.get("retry", False))
 
     monkeypatch.setattr(controller.reconcile, "reconcile", fake_reconcile)
     ctl = controller.Controller(kube.Kube(None, "test"), config.Defaults(), workers=2, resync_seconds=0, backoff_base=0.05)  # type: ignore[arg-type]
     services = FakeIndex({("ns", "a"): [{"metadata": {"name": "a", "namespace": "ns"}}],
                           ("ns", "b"): [{"metadata": {"name": "b", "namespace": "ns"}}]})
     ctl.attach({controller.SERVICES_INDEX: services, controller.PODS_INDEX: FakeIndex(),
-                **{index_id: FakeIndex() for index_id in controller.CHILD_INDEXES.values()}})
+                **{child.plural: FakeIndex() for child in kinds.CHILDREN}})
     ctl.mark_indexed()
     return ctl, calls
 

@@ -9,7 +9,7 @@ import itertools
 from typing import Any
 
 import pytest
-from voice_operator import config, kube, naming, reconcile
+from voice_operator import config, kube, naming, reconcile, writes
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
@@ -70,9 +70,9 @@ def voiceservice(spec: dict[str, Any], status: dict[str, Any] | None = None, gen
     }
 
 
-def run(api: FakeApi, body: dict[str, Any], memory: reconcile.Memory | None = None, pods: list[Any] = ()) -> reconcile.Result:
+def run(api: FakeApi, body: dict[str, Any], memory: writes.Memory | None = None, pods: list[Any] = ()) -> writes.Result:
     snapshot = reconcile.Snapshot(service=body, children=api.children(), pods=list(pods))
-    return reconcile.reconcile(api, snapshot, config.Defaults(), memory if memory is not None else reconcile.Memory(), NOW)  # type: ignore[arg-type]
+    return reconcile.reconcile(api, snapshot, config.Defaults(), memory if memory is not None else writes.Memory(), NOW)  # type: ignore[arg-type]
 
 
 MOCK = {"engine": {"provider": "mock"}, "resources": {"gpu": 0}}
@@ -91,19 +91,19 @@ def test_first_reconcile_creates_children_and_status() -> None:
 
 def test_a_reconcile_with_nothing_to_do_makes_no_request() -> None:
     api = FakeApi()
-    memory = reconcile.Memory()
+    memory = writes.Memory()
     run(api, voiceservice(MOCK), memory)
     status = api.statuses[-1]
     # The watch caches now show the children and the status written above.
     api.tally = kube.Tally()
     api.calls.clear()
-    result = run(api, voiceservice(MOCK, status), reconcile.Memory())
+    result = run(api, voiceservice(MOCK, status), writes.Memory())
     assert api.calls == [] and api.tally.total == 0 and not result.wrote
 
 
 def test_own_write_not_yet_in_the_cache_is_not_repeated() -> None:
     api = FakeApi()
-    memory = reconcile.Memory()
+    memory = writes.Memory()
     body = voiceservice(MOCK)
     run(api, body, memory)
     api.calls.clear()
@@ -217,7 +217,7 @@ def test_failed_job_is_replaced_when_its_spec_changes() -> None:
 
 @pytest.mark.parametrize("field", ["name", "uid"])
 def test_memory_is_dropped_with_its_service(field: str) -> None:
-    memory = reconcile.Memory()
+    memory = writes.Memory()
     memory.remember_status(("ns", "tts"), {"a": 1})
     memory.remember_apply(("ns", "tts"), ("Deployment", "tts"), "h", "1", "2")
     assert len(memory) == 1
@@ -234,7 +234,7 @@ def test_a_refused_secret_check_is_repeated_not_forgotten(caplog: pytest.LogCapt
         raise kube.KubeError(403, "Forbidden", f'secrets "{name}" is forbidden')
 
     api.get = forbidden  # type: ignore[method-assign]
-    with caplog.at_level("WARNING", logger="voice_operator.reconcile"):
+    with caplog.at_level("WARNING", logger="voice_operator.secret_refs"):
         result = run(api, voiceservice(spec))
     assert result.retry
     degraded = next(c for c in api.statuses[-1]["conditions"] if c["type"] == "Degraded")
