@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from voice_operator import config, kube, naming, reconcile, writes
 
+from tests import operator_statuses
+
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
 
@@ -48,6 +50,8 @@ class FakeApi:
 
     def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self._count("patch_status", kind, name)
+        # What the API server would prune or refuse never passes unnoticed (None: a merge-patch removal).
+        assert operator_statuses.schema_errors({k: v for k, v in status.items() if v is not None}) == []
         self.statuses.append(status)
         return {}
 
@@ -104,13 +108,23 @@ def test_a_reconcile_with_nothing_to_do_makes_no_request() -> None:
 def test_own_write_not_yet_in_the_cache_is_not_repeated() -> None:
     api = FakeApi()
     memory = writes.Memory()
-    body = voiceservice(MOCK)
-    run(api, body, memory)
+    run(api, voiceservice(MOCK), memory)
+    status = api.statuses[-1]
+    # Someone scales the Deployment by hand; the watch delivers that, and the reconcile repairs it.
+    api.objects[("Deployment", "ns", "tts")]["spec"]["replicas"] = 7
+    api.objects[("Deployment", "ns", "tts")]["metadata"]["resourceVersion"] = "999"
+    stale = reconcile.Snapshot(service=voiceservice(MOCK, status), children=api.children(), pods=[])
+    reconcile.reconcile(api, stale, config.Defaults(), memory, NOW)  # type: ignore[arg-type]
+    assert ("apply", "Deployment", "tts") in api.calls
+    assert api.objects[("Deployment", "ns", "tts")]["metadata"]["resourceVersion"] != "999"
+    # The same stale snapshot again (the watch has not delivered our repair yet): the cache
+    # still shows replicas 7 at rv 999, which Memory knows we already wrote over.
     api.calls.clear()
-    # Same stale snapshot again (the watch has not delivered our writes): nothing new to write.
-    snapshot = reconcile.Snapshot(service=body, children=api.children(), pods=[])
-    reconcile.reconcile(api, snapshot, config.Defaults(), memory, NOW)  # type: ignore[arg-type]
+    reconcile.reconcile(api, stale, config.Defaults(), memory, NOW)  # type: ignore[arg-type]
     assert [c for c in api.calls if c[0] != "create"] == []
+    # Without that memory the very same snapshot is repaired once more: Memory is what held it back.
+    reconcile.reconcile(api, stale, config.Defaults(), writes.Memory(), NOW)  # type: ignore[arg-type]
+    assert ("apply", "Deployment", "tts") in api.calls
 
 
 def test_drift_is_repaired_with_an_event() -> None:

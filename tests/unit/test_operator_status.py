@@ -6,54 +6,20 @@ import datetime
 from typing import Any
 
 import pytest
-from voice_operator import checkpoints, naming, spec, status
-from voice_operator.builders import checkpoint, common, deployment
+from voice_operator import checkpoints, naming, status
 
-NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-MOCK = {"engine": {"provider": "mock"}, "replicas": 2}
-HF = {"checkpoint": {"source": {"huggingface": {"repo": "fishaudio/openaudio-s1-mini"}}}}
-
-
-def ctx_of(manifest: dict[str, Any]) -> common.Context:
-    return common.Context("tts", "ns", "uid", spec.VoiceServiceSpec.model_validate(manifest))
-
-
-def live_deployment(ctx: common.Context, served: str | None = None, **st: int) -> dict[str, Any]:
-    dep = deployment.deployment(ctx, checkpoint.plan(ctx), served)
-    dep["metadata"]["generation"] = 3
-    dep["status"] = {"observedGeneration": 3, **st}
-    return dep
-
-
-def pod(
-    name: str, template_hash: str, *, ready: bool = True, waiting: str | None = None, started: bool = True,
-    deleting: bool = False,
-) -> dict[str, Any]:
-    cs: dict[str, Any] = {"name": "inference", "ready": ready, "started": started, "restartCount": 3 if waiting else 0}
-    cs["state"] = {"waiting": {"reason": waiting, "message": "back-off"}} if waiting else {"running": {}}
-    meta: dict[str, Any] = {"name": name, "labels": {naming.COMPONENT_LABEL: naming.INFERENCE},
-                            "annotations": {naming.TEMPLATE_HASH_ANNOTATION: template_hash}}
-    if deleting:
-        meta["deletionTimestamp"] = "2026-01-02T03:04:00Z"
-    return {
-        "metadata": meta,
-        "status": {"phase": "Running", "containerStatuses": [cs],
-                   "conditions": [{"type": "Ready", "status": "True" if ready else "False", "message": "probe failed"}]},
-    }
-
-
-def template_hash(dep: dict[str, Any]) -> str:
-    return dep["metadata"]["annotations"][naming.TEMPLATE_HASH_ANNOTATION]
-
-
-def ready_pods(dep: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    return [pod(f"p{i}", template_hash(dep)) for i in range(n)]
-
-
-def observe(ctx: common.Context, dep: dict[str, Any] | None, pods: list[dict[str, Any]] = (), **kw: Any) -> status.Observation:
-    desired_hash = dep["metadata"]["annotations"][naming.TEMPLATE_HASH_ANNOTATION] if dep else kw.pop("desired_hash", None)
-    return status.Observation(ctx=ctx, generation=7, plan=checkpoint.plan(ctx), desired_hash=desired_hash,
-                              served=kw.pop("served", None), deployment=dep, pods=pods, **kw)
+from tests.operator_statuses import (
+    HF,
+    MOCK,
+    NOW,
+    ctx_of,
+    job,
+    live_deployment,
+    observe,
+    pod,
+    ready_pods,
+    template_hash,
+)
 
 
 def conditions(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -63,7 +29,7 @@ def conditions(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def test_all_pods_available_is_ready() -> None:
     ctx = ctx_of(MOCK)
     dep = live_deployment(ctx, replicas=2, readyReplicas=2, updatedReplicas=2, availableReplicas=2)
-    h = dep["metadata"]["annotations"][naming.TEMPLATE_HASH_ANNOTATION]
+    h = template_hash(dep)
     result, events = status.compute(observe(ctx, dep, [pod("a", h), pod("b", h)]), NOW)
     assert conditions(result) == {
         "Ready": ("True", "Available"), "Progressing": ("False", "RolloutComplete"),
@@ -89,7 +55,7 @@ def test_transition_time_kept_while_status_holds() -> None:
 def test_crash_loop_is_degraded_then_recovers() -> None:
     ctx = ctx_of(MOCK)
     dep = live_deployment(ctx, replicas=2, readyReplicas=1, updatedReplicas=2, availableReplicas=1)
-    h = dep["metadata"]["annotations"][naming.TEMPLATE_HASH_ANNOTATION]
+    h = template_hash(dep)
     broken, events = status.compute(observe(ctx, dep, [pod("a", h), pod("b", h, ready=False, waiting="CrashLoopBackOff")]), NOW)
     c = conditions(broken)
     assert c["Degraded"] == ("True", "CrashLoopBackOff") and c["Ready"] == ("False", "CrashLoopBackOff")
@@ -104,7 +70,7 @@ def test_crash_loop_is_degraded_then_recovers() -> None:
 def test_started_but_unready_pod_is_degraded() -> None:
     ctx = ctx_of(MOCK)
     dep = live_deployment(ctx, replicas=2, readyReplicas=1, updatedReplicas=2, availableReplicas=1)
-    h = dep["metadata"]["annotations"][naming.TEMPLATE_HASH_ANNOTATION]
+    h = template_hash(dep)
     result, _ = status.compute(observe(ctx, dep, [pod("a", h), pod("b", h, ready=False)]), NOW)
     assert conditions(result)["Degraded"] == ("True", "PodsNotReady")
     # A pod still starting (startup probe not passed yet) is not a problem.
@@ -116,7 +82,7 @@ def test_started_but_unready_pod_is_degraded() -> None:
 def test_rollout_in_progress_and_stuck() -> None:
     ctx = ctx_of(MOCK)
     dep = live_deployment(ctx, replicas=2, readyReplicas=2, updatedReplicas=1, availableReplicas=2)
-    h = dep["metadata"]["annotations"][naming.TEMPLATE_HASH_ANNOTATION]
+    h = template_hash(dep)
     rolling, events = status.compute(observe(ctx, dep, [pod("a", "old"), pod("b", h)]), NOW)
     assert conditions(rolling)["Progressing"] == ("True", "RollingOut")
     assert conditions(rolling)["Ready"] == ("False", "RollingOut")
@@ -146,11 +112,6 @@ def test_scaled_to_zero() -> None:
     ctx = ctx_of({**MOCK, "replicas": 0})
     result, _ = status.compute(observe(ctx, live_deployment(ctx)), NOW)
     assert conditions(result)["Ready"] == ("False", "ScaledToZero") and result["replicaSummary"] == "0/0"
-
-
-def job(*conds: tuple[str, str, str]) -> dict[str, Any]:
-    return {"metadata": {"name": "j"}, "status": {"conditions": [
-        {"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conds]}}
 
 
 def test_checkpoint_fetching_then_fetched() -> None:
