@@ -74,6 +74,11 @@ class Controller:
     def is_leader(self) -> bool:
         return self.elector is None or self.elector.is_leader
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, running or scheduled for a retry: no reconcile can start until an event."""
+        return not (self._queued or self._active or self._dirty or self._timers)
+
     def _on_leadership(self, is_leader: bool) -> None:
         if is_leader:
             self.enqueue_all()
