@@ -17,6 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests import lifetime
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -55,6 +57,7 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stopped together, never by name
+            preexec_fn=lifetime.die_with_parent,  # noqa: PLW1509 - even if we are SIGKILLed
         )
         self.wait("/health/ready" if wait_ready else "/health/live", timeout)
         return self

@@ -176,10 +176,12 @@ class Controller:
             if not self.is_leader:
                 continue  # the leader has its own queue; we resync when we win
             self._active.add(key)
+            metrics.RECONCILES_RUNNING.set(len(self._active))
             try:
                 await self._process(key)
             finally:
                 self._active.discard(key)
+                metrics.RECONCILES_RUNNING.set(len(self._active))
                 if key in self._dirty:
                     self._dirty.discard(key)
                     self.enqueue(key)
