@@ -52,15 +52,19 @@ def test_transition_time_kept_while_status_holds() -> None:
     assert later == first and events == []
 
 
-def test_crash_loop_is_degraded_then_recovers() -> None:
+@pytest.mark.parametrize("counted", [1, 2], ids=["deployment-current", "deployment-behind-the-pods"])
+def test_crash_loop_is_degraded_then_recovers(counted: int) -> None:
+    # Behind the pods: the pod already reports its crash loop, the Deployment still counts it.
     ctx = ctx_of(MOCK)
-    dep = live_deployment(ctx, replicas=2, readyReplicas=1, updatedReplicas=2, availableReplicas=1)
+    dep = live_deployment(ctx, replicas=2, readyReplicas=counted, updatedReplicas=2, availableReplicas=counted)
     h = template_hash(dep)
     broken, events = status.compute(observe(ctx, dep, [pod("a", h), pod("b", h, ready=False, waiting="CrashLoopBackOff")]), NOW)
     c = conditions(broken)
     assert c["Degraded"] == ("True", "CrashLoopBackOff") and c["Ready"] == ("False", "CrashLoopBackOff")
     assert "pod b" in next(x["message"] for x in broken["conditions"] if x["type"] == "Degraded")
-    assert "CrashLoopBackOff" in [e.reason for e in events]
+    assert next(x["message"] for x in broken["conditions"] if x["type"] == "Ready").startswith("1/2 pods ready")
+    assert broken["readyReplicas"] == broken["availableReplicas"] == 1 and broken["replicaSummary"] == "1/2"
+    assert "CrashLoopBackOff" in [e.reason for e in events] and "Ready" not in [e.reason for e in events]
     healthy = live_deployment(ctx, replicas=2, readyReplicas=2, updatedReplicas=2, availableReplicas=2)
     fixed, events = status.compute(observe(ctx, healthy, [pod("a", h), pod("b", h)], previous=broken), NOW)
     assert conditions(fixed)["Degraded"] == ("False", "AsExpected")
@@ -165,19 +169,6 @@ def test_reconcile_problems_lead_degraded() -> None:
 
 def message(result: dict[str, Any], kind: str) -> str:
     return next(c["message"] for c in result["conditions"] if c["type"] == kind)
-
-
-def test_deployment_behind_the_pods_a_crash_loop_is_not_ready() -> None:
-    # The pod already reports its crash loop; the Deployment still counts it available.
-    ctx = ctx_of(MOCK)
-    dep = live_deployment(ctx, replicas=2, readyReplicas=2, updatedReplicas=2, availableReplicas=2)
-    h = template_hash(dep)
-    result, events = status.compute(observe(ctx, dep, [pod("a", h), pod("b", h, ready=False, waiting="CrashLoopBackOff")]), NOW)
-    c = conditions(result)
-    assert c["Degraded"] == ("True", "CrashLoopBackOff")
-    assert c["Ready"] == ("False", "CrashLoopBackOff") and message(result, "Ready").startswith("1/2 pods ready")
-    assert result["readyReplicas"] == 1 and result["availableReplicas"] == 1 and result["replicaSummary"] == "1/2"
-    assert "Ready" not in [e.reason for e in events]
 
 
 def test_pods_behind_the_deployment_wait_for_the_pods() -> None:
