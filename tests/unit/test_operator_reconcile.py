@@ -229,14 +229,16 @@ def test_failed_job_is_replaced_when_its_spec_changes() -> None:
     assert ("delete", "Job", job_name) in api.calls
 
 
-@pytest.mark.parametrize("field", ["name", "uid"])
-def test_memory_is_dropped_with_its_service(field: str) -> None:
+def test_memory_is_dropped_with_its_service() -> None:
     memory = writes.Memory()
-    memory.remember_status(("ns", "tts"), {"a": 1})
-    memory.remember_apply(("ns", "tts"), ("Deployment", "tts"), "h", "1", "2")
-    assert len(memory) == 1
+    for name in ("tts", "other"):
+        memory.remember_status(("ns", name), {"a": 1})
+        memory.remember_apply(("ns", name), ("Deployment", name), "h", "1", "2")
+    assert len(memory) == 2
     memory.forget(("ns", "tts"))
-    assert len(memory) == 0
+    assert len(memory) == 1
+    assert memory.last_status(("ns", "tts")) is None and not memory.applied_unchanged(("ns", "tts"), ("Deployment", "tts"), "h", "2")
+    assert memory.last_status(("ns", "other")) == {"a": 1} and memory.applied_unchanged(("ns", "other"), ("Deployment", "other"), "h", "2")
 
 
 def test_a_refused_secret_check_is_repeated_not_forgotten(caplog: pytest.LogCaptureFixture) -> None:
