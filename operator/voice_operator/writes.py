@@ -134,6 +134,18 @@ def delete(api: kube.Kube, kind: str, namespace: str, name: str, live: Mapping[s
     return True
 
 
+def merge_patch(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``current`` into ``new``: ``new`` itself, with
+    null for every key, at any depth, that ``new`` no longer has (a merge patch keeps the rest)."""
+    patch: dict[str, Any] = dict(new)
+    for key, old in current.items():
+        if key not in new:
+            patch[key] = None
+        elif isinstance(old, Mapping) and isinstance(new[key], Mapping):
+            patch[key] = merge_patch(old, new[key])
+    return patch
+
+
 def write_status(
     api: kube.Kube,
     body: Mapping[str, Any],
@@ -147,12 +159,8 @@ def write_status(
     current = dict(body.get("status") or {})
     if status.same_status(current, new_status) or status.same_status(previous, new_status):
         return
-    patch: dict[str, Any] = dict(new_status)
-    for key in current:
-        if key not in new_status:
-            patch[key] = None  # merge patch: remove what no longer applies
     try:
-        api.patch_status(kinds.VOICE_SERVICE.name, meta["namespace"], meta["name"], patch)
+        api.patch_status(kinds.VOICE_SERVICE.name, meta["namespace"], meta["name"], merge_patch(current, new_status))
     except kube.KubeError as err:
         if err.status != 404:  # a deleted VoiceService needs no status
             logger.warning("status of %s/%s not written: %s", meta["namespace"], meta["name"], err)

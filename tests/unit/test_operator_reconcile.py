@@ -16,6 +16,10 @@ from tests import operator_statuses
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
 
+def _without_removals(patch: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_removals(v) if isinstance(v, dict) else v for k, v in patch.items() if v is not None}
+
+
 class FakeApi:
     """The subset of ``kube.Kube`` that reconcile uses, over a dict, counting like the real one."""
 
@@ -51,7 +55,7 @@ class FakeApi:
     def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self._count("patch_status", kind, name)
         # What the API server would prune or refuse never passes unnoticed (None: a merge-patch removal).
-        assert operator_statuses.schema_errors({k: v for k, v in status.items() if v is not None}) == []
+        assert operator_statuses.schema_errors(_without_removals(status)) == []
         self.statuses.append(status)
         return {}
 
@@ -125,6 +129,15 @@ def test_own_write_not_yet_in_the_cache_is_not_repeated() -> None:
     # Without that memory the very same snapshot is repaired once more: Memory is what held it back.
     reconcile.reconcile(api, stale, config.Defaults(), writes.Memory(), NOW)  # type: ignore[arg-type]
     assert ("apply", "Deployment", "tts") in api.calls
+
+
+def test_status_patch_removes_what_no_longer_applies_at_any_depth() -> None:
+    # From a fetched checkpoint to an existing claim: no Job any more, and no template hash yet.
+    current = {"templateHash": "h1", "replicas": 2, "checkpoint": {"source": "hf://a/b@main", "jobName": "tts-fetch-1", "revision": "abc"}}
+    new = {"replicas": 2, "checkpoint": {"source": "pvc://models/", "revision": "/"}}
+    assert writes.merge_patch(current, new) == {
+        "templateHash": None, "replicas": 2, "checkpoint": {"source": "pvc://models/", "revision": "/", "jobName": None},
+    }
 
 
 def test_drift_is_repaired_with_an_event() -> None:
