@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     op: OperatorProcess | None = None
     try:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/voiceservices.voice-service.io")
+        cluster.wait_crd_established("voiceservices.voice-service.io")
         op = OperatorProcess(cluster, namespaces, workdir / "operator.log", "--workers", str(args.workers),
                              "--leader-election-namespace", namespaces[0]).start()
         assert op.process is not None
@@ -182,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if op is not None:
             op.stop()
-        for namespace in namespaces:
-            cluster.delete_namespace(namespace)
         if plane is not None:
-            plane.stop()
+            plane.stop()  # its namespaces go with it (on SIGTERM its own handler stopped it already)
+        else:
+            for namespace in namespaces:
+                cluster.delete_namespace(namespace)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -122,7 +122,7 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def crd_installed(cluster: client.Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/voiceservices.voice-service.io")
+    cluster.wait_crd_established("voiceservices.voice-service.io")
 
 
 @pytest.fixture
