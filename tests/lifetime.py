@@ -66,7 +66,9 @@ def die_with_parent() -> None:
     """Runs in the child before exec: the kernel kills it when its parent dies.
 
     SIGKILL, so nothing can hold it up. Only prctl() runs there (no Python locks are
-    taken), which keeps ``preexec_fn`` safe even in a process with threads.
+    taken), which keeps ``preexec_fn`` safe even in a process with threads. The signal comes
+    when the *thread* that started the child ends, so start children from the main thread
+    (as fixtures and scripts do), not from a short-lived worker thread.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

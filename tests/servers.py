@@ -2,7 +2,9 @@
 
 ``ServerProcess`` runs ``python -m voice_inference serve`` as a child process on a free
 loopback port with the given ``VOICE_*`` settings, waits for it, and stops it by the process
-id it started (never by name). Used by tests/integration/conftest.py and scripts/bench_*.py.
+id it started (never by name), on every way out: a start that fails stops it, and the kernel
+kills it when the process that started it dies, however it dies (SIGTERM, SIGKILL), where no
+``finally`` runs. Used by tests/integration/conftest.py and scripts/bench_server.py, demo*.py.
 """
 
 from __future__ import annotations
@@ -59,7 +61,11 @@ class ServerProcess:
             start_new_session=True,  # its own process group: stopped together, never by name
             preexec_fn=lifetime.die_with_parent,  # noqa: PLW1509 - even if we are SIGKILLed
         )
-        self.wait("/health/ready" if wait_ready else "/health/live", timeout)
+        try:
+            self.wait("/health/ready" if wait_ready else "/health/live", timeout)
+        except BaseException:  # never ready (or interrupted): nobody else would stop it
+            self.stop()
+            raise
         return self
 
     def wait(self, path: str, timeout: float) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from voice_inference import audio, synthesis, voices
 from voice_inference.errors import ApiError
+from voice_inference.settings import Settings
 
 
 async def list_voices(request: web.Request) -> web.Response:
@@ -30,11 +33,7 @@ async def get_voice(request: web.Request) -> web.Response:
 
 async def create_voice(request: web.Request) -> web.Response:
     services = request.app[synthesis.SERVICES]
-    if services.store.read_only:
-        raise ApiError(405, "read_only_storage", "voice storage is read-only", headers={"Allow": "GET"})
-    if request.content_type != "multipart/form-data":
-        raise ApiError(415, "unsupported_media_type", "upload voices as multipart/form-data (fields id, audio, text)")
-    form = await _read_form(request)
+    form = _fields(await upload_form(request, fields="fields id, audio, text"))
     voice_id, text, data = str(form.get("id", "")), str(form.get("text", "")).strip(), form.get("audio", b"")
     for name, value in (("id", voice_id), ("text", text), ("audio", data)):
         if not value:
@@ -43,14 +42,20 @@ async def create_voice(request: web.Request) -> web.Response:
         voices.validate_id(voice_id)
     except voices.InvalidVoice as exc:
         raise ApiError(422, "invalid_voice_id", str(exc), field="id") from None
-    try:
-        samples, rate = await asyncio.to_thread(audio.decode, bytes(data))  # type: ignore[arg-type]
-    except audio.AudioDecodeError as exc:
-        raise ApiError(400, "invalid_audio", f"audio: {exc}", field="audio") from None
-    synthesis.check_reference_length(samples, rate, services.settings, field="audio")
+    samples, rate = await decode_upload(bytes(data), services.settings, field="audio")  # type: ignore[arg-type]
     with synthesis.store_errors(voice_id, field="id"):
         voice = await services.store.put(voice_id, samples, rate, text)
     return web.json_response(voice.info(), status=201)
+
+
+async def decode_upload(data: bytes, settings: Settings, *, field: str) -> tuple[np.ndarray, int]:
+    """Uploaded audio decoded (off the event loop) and checked; also used by ``api_models``."""
+    try:
+        samples, rate = await asyncio.to_thread(audio.decode, data)
+    except audio.AudioDecodeError as exc:
+        raise ApiError(400, "invalid_audio", f"{field}: {exc}", field=field) from None
+    synthesis.check_reference_length(samples, rate, settings, field=field)
+    return samples, rate
 
 
 async def delete_voice(request: web.Request) -> web.Response:
@@ -61,12 +66,21 @@ async def delete_voice(request: web.Request) -> web.Response:
     return web.json_response({"id": voice_id, "deleted": True})
 
 
-async def _read_form(request: web.Request) -> dict[str, str | bytes]:
-    """Text fields as str, the audio file as bytes; malformed multipart is a 400."""
+async def upload_form(request: web.Request, *, fields: str) -> MultiDictProxy[str | bytes | web.FileField]:
+    """The multipart form of an upload (also ``api_models``'), refused first where the store is
+    read-only; ``fields`` names what the form should hold, for the 415 message."""
+    if request.app[synthesis.SERVICES].store.read_only:
+        raise ApiError(405, "read_only_storage", "voice storage is read-only", headers={"Allow": "GET"})
+    if request.content_type != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", f"upload voices as multipart/form-data ({fields})")
     try:
-        form = await request.post()
+        return await request.post()
     except ValueError as exc:
         raise ApiError(400, "malformed_body", f"multipart body is malformed: {exc}") from None
+
+
+def _fields(form: MultiDictProxy[str | bytes | web.FileField]) -> dict[str, str | bytes]:
+    """Text fields as str, the audio file as bytes."""
     fields: dict[str, str | bytes] = {}
     for name in ("id", "text", "audio"):
         value = form.get(name)

@@ -13,7 +13,9 @@ import logging
 import aiohttp_cors
 from aiohttp import web
 
-from voice_inference import api_openai, api_system, api_tts, api_voices, middlewares, synthesis, voices
+from voice_inference import (
+    api_live, api_models, api_openai, api_system, api_tts, api_voices, middlewares, synthesis, voices,
+)
 from voice_inference.engines import base, create_engine
 from voice_inference.metrics import Metrics
 from voice_inference.scheduler import Scheduler
@@ -43,11 +45,16 @@ def build_app(
 
     routes = [
         app.router.add_post("/v1/tts", api_tts.tts),
+        app.router.add_get("/v1/tts/live", api_live.live),
         app.router.add_post("/v1/audio/speech", api_openai.speech),
         app.router.add_get("/v1/voices", api_voices.list_voices),
         app.router.add_post("/v1/voices", api_voices.create_voice),
         app.router.add_get("/v1/voices/{voice_id}", api_voices.get_voice),
         app.router.add_delete("/v1/voices/{voice_id}", api_voices.delete_voice),
+        app.router.add_get("/model", api_models.list_models),
+        app.router.add_post("/model", api_models.create_model),
+        app.router.add_get("/model/{voice_id}", api_models.get_model),
+        app.router.add_delete("/model/{voice_id}", api_voices.delete_voice),
     ]
     app.router.add_get("/health/live", api_system.live)
     app.router.add_get("/health/ready", api_system.ready)

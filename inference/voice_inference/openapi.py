@@ -40,7 +40,7 @@ _REASONS = {
     405: "Voice storage is read-only",
     413: "Text, reference audio or body too large",
     415: "Unsupported content type",
-    422: "A field is invalid",
+    422: "A field is invalid, or the text produced no audio",
     429: "Queue full; see Retry-After",
     503: "Engine not ready, or voice storage unavailable",
     504: "Synthesis timed out",
@@ -83,6 +83,12 @@ def document() -> dict[str, Any]:
                 "requestBody": _json_body(schemas.TTSRequest, msgpack=True),
                 "responses": {**_ok("Audio in the requested format", _AUDIO), **_errors(*_SYNTH_ERRORS)},
             }},
+            "/v1/tts/live": {"get": {
+                "summary": "Realtime synthesis over a WebSocket (Fish Audio's protocol): msgpack events "
+                           "start (request: a TTSRequest without text), text, flush, stop in; audio and "
+                           "finish (reason stop, or error with status, code, message, field) out",
+                "responses": {"101": {"description": "Switching to the WebSocket"}, **_errors(400, 401)},
+            }},
             "/v1/audio/speech": {"post": {
                 "summary": "Synthesize speech (OpenAI compatible; errors in OpenAI's shape)",
                 "requestBody": _json_body(schemas.SpeechRequest, msgpack=False),
@@ -108,6 +114,29 @@ def document() -> dict[str, Any]:
             "/v1/voices/{voice_id}": {
                 "get": {"summary": "One stored voice", "parameters": voice_id, "responses": {
                     **_ok("The voice", _json(schemas.VoiceInfo)), **_errors(400, 401, 404, 503)}},
+                "delete": {"summary": "Delete a stored voice", "parameters": voice_id, "responses": {
+                    **_ok("Deleted", _json()), **_errors(400, 401, 404, 405, 503)}},
+            },
+            "/model": {
+                "get": {"summary": "Voices as Fish Audio models, paginated ({total, items})", "parameters": [
+                    {"name": name, "in": "query", "required": False, "schema": {"type": kind}}
+                    for name, kind in (("page_size", "integer"), ("page_number", "integer"), ("title", "string"))
+                ], "responses": {**_ok("The page", _json()), **_errors(401, 422, 503)}},
+                "post": {
+                    "summary": "Store a voice, Fish Audio style (multipart: title, voices files, texts)",
+                    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                        "type": "object", "required": ["title", "voices", "texts"],
+                        "properties": {"title": {"type": "string"},
+                                       "voices": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                                       "texts": {"type": "array", "items": {"type": "string"}}},
+                    }}}},
+                    "responses": {"201": {"description": "Stored", "content": _json()},
+                                  **_errors(400, 401, 405, 413, 415, 422, 503)},
+                },
+            },
+            "/model/{voice_id}": {
+                "get": {"summary": "One voice as a Fish Audio model", "parameters": voice_id, "responses": {
+                    **_ok("The voice", _json()), **_errors(400, 401, 404, 503)}},
                 "delete": {"summary": "Delete a stored voice", "parameters": voice_id, "responses": {
                     **_ok("Deleted", _json()), **_errors(400, 401, 404, 405, 503)}},
             },

@@ -11,7 +11,9 @@ import base64
 import binascii
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from voice_inference import encoders
 
 
 class ReferenceAudio(BaseModel):
@@ -61,6 +63,35 @@ class TTSRequest(BaseModel):
     temperature: float = Field(0.8, ge=0.1, le=1.0)
     latency: Literal["normal", "balanced"] = "normal"
     prosody: Prosody | None = None
+    sample_rate: int | None = Field(
+        None, description="Output rate in Hz (resampled); None: the model's (44100; Opus 48000)."
+    )
+    mp3_bitrate: Literal[64, 128, 192] = Field(128, description="kbps, for mp3.")
+    opus_bitrate: Literal[-1000, 24, 32, 48, 64] = Field(64, description="kbps, for opus; -1000: the server's default (64).")
+    min_chunk_length: int = Field(
+        50, ge=0, le=300, description="/v1/tts/live: shortest segment a sentence end may close. Unused on /v1/tts."
+    )
+    condition_on_previous_chunks: bool = Field(
+        True, description="Each segment of long text (or of a live session) continues from the previous one's audio."
+    )
+    early_stop_threshold: float = Field(1.0, description="Accepted for compatibility; not used.")
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _rate_fits_format(cls, rate: int | None, info: ValidationInfo) -> int | None:
+        fmt = info.data.get("format")  # declared before sample_rate, so already validated (or absent)
+        rates = encoders.OPUS_RATES if fmt == "opus" else encoders.SAMPLE_RATES
+        if rate is not None and rate not in rates:
+            raise ValueError(f"for {fmt} it must be one of {', '.join(str(r) for r in sorted(rates))}")
+        return rate
+
+    def bit_rate(self) -> int | None:
+        """The codec bit rate in bit/s for this request's format (None: the encoder's default)."""
+        if self.format == "mp3":
+            return self.mp3_bitrate * 1000
+        if self.format == "opus" and self.opus_bitrate > 0:
+            return self.opus_bitrate * 1000
+        return None
 
 
 class VoiceRef(BaseModel):
