@@ -6,7 +6,9 @@ Run by ``make bench-operator``. Uses the local control plane of the e2e tests (a
 ``make cluster-up`` cluster, else one started here and stopped at the end; or
 ``--kubeconfig`` for any cluster with kwok's simulated nodes). The operator runs as a real
 process (``python -m voice_operator run``); pods are simulated by kwok, so the numbers are
-the operator's and the API server's work, not a model's start-up time.
+the operator's and the API server's work, not a model's start-up time. Stopped by Ctrl-C,
+SIGTERM or SIGHUP, it still stops the operator, deletes its namespaces and stops a cluster
+it started (``tests.lifetime``); tests/e2e/test_scripts.py checks that.
 
 For each size N, in a namespace of its own: create N mock-engine VoiceServices with one
 ``kubectl apply``, wait until every one reports Ready=True, then touch each (an annotation:
@@ -29,6 +31,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests import lifetime
 from tests.cluster import client, launcher
 from tests.e2e.operator_fixtures import (
     CRD_FILE,
@@ -76,12 +79,13 @@ def run_size(cluster: client.Cluster, op: OperatorProcess, namespace: str, n: in
             raise SystemExit(f"bench: only {ready}/{n} VoiceServices Ready after {timeout:.0f}s")
         time.sleep(0.5)
     elapsed = time.monotonic() - started
-    time.sleep(2)  # let the last status writes and events land
+    op.wait_idle(timeout)  # the last Ready status is written; its Events follow in the same reconcile
     requests1, writes1, reconciles1 = op.api_requests(RECONCILE_VERBS), op.api_requests(WRITE_VERBS), reconciles(op)
 
     # Touch every VoiceService: each gets a reconcile that should find nothing to do.
     cluster.kubectl("annotate", "voiceservices", "--all", "-n", namespace, f"bench/touched={time.time_ns()}", "--overwrite")
-    time.sleep(3 + n / 100)
+    client.Cluster.wait_for(f"{n} reconciles after the touch", lambda: reconciles(op) >= reconciles1 + n, timeout=timeout)
+    op.wait_idle(timeout)
     requests2, reconciles2 = op.api_requests(RECONCILE_VERBS), reconciles(op)
     noop_reconciles = max(reconciles2 - reconciles1, 1)
     return {
@@ -163,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     op: OperatorProcess | None = None
     try:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/voiceservices.voice-service.io")
+        cluster.wait_crd_established("voiceservices.voice-service.io")
         op = OperatorProcess(cluster, namespaces, workdir / "operator.log", "--workers", str(args.workers),
                              "--leader-election-namespace", namespaces[0]).start()
+        assert op.process is not None
+        print(f"bench: operator pid {op.process.pid} in namespaces {' '.join(namespaces)}; log {op.log}", flush=True)
         rows = []
         for n, namespace in zip(sizes, namespaces, strict=True):
             print(f"bench: {n} VoiceServices ...", flush=True)
@@ -176,13 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if op is not None:
             op.stop()
-        for namespace in namespaces:
-            cluster.delete_namespace(namespace)
         if plane is not None:
-            plane.stop()
+            plane.stop()  # its namespaces go with it (on SIGTERM its own handler stopped it already)
+        else:
+            for namespace in namespaces:
+                cluster.delete_namespace(namespace)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lifetime.run_main(main))

@@ -32,6 +32,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.servers
 
+from tests import lifetime
 from tests.servers import ServerProcess
 
 TEXT = "The quick brown fox jumps over the lazy dog, then naps in the afternoon sun."
@@ -175,4 +176,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lifetime.run_main(main))

@@ -19,6 +19,7 @@ import soundfile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests import lifetime  # noqa: E402
 from tests.servers import ServerProcess  # noqa: E402
 
 OUT = ROOT / "out" / "demo"
@@ -91,4 +92,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lifetime.run_main(main))

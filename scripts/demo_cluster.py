@@ -47,7 +47,7 @@ import soundfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import chart_support
+from tests import chart_support, lifetime
 from tests.cluster import client, launcher
 from tests.servers import ServerProcess
 
@@ -433,4 +433,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lifetime.run_main(main))

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from tests import servers
+from tests import lifetime, servers
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHART_DIR = REPO_ROOT / "charts" / "voice-operator"
@@ -159,6 +159,7 @@ class OperatorProcess:
                 [sys.executable, "-m", "voice_operator", *self.args],
                 env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stopped by pid, never by name
+                preexec_fn=lifetime.die_with_parent,  # noqa: PLW1509 - even if we are SIGKILLed
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

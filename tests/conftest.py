@@ -4,6 +4,9 @@
 voice-store tests and the operator's checkpoint fetcher. ``tiny_checkpoint`` is the S1 Mini
 tests' random-weight checkpoint: ``tests.s1_support`` needs torch, so it is imported only when
 a test asks for the fixture, and the suite still collects without the [s1] extra.
+
+A SIGTERM or SIGHUP to the test run interrupts it like Ctrl-C (``tests.lifetime``), so every
+fixture's teardown stops what it started (operators, servers, the session's cluster).
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests import lifetime
+
 pytest_plugins = ["tests.storage_fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    lifetime.terminate_as_interrupt()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ kills it when the process that started it dies, however it dies (SIGTERM, SIGKIL
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -20,17 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec (only prctl, no Python locks: safe despite threads).
-
-    The signal comes when the *thread* that started the child ends, so start servers from
-    the main thread (as fixtures and scripts do), not from a short-lived worker thread.
-    """
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+from tests import lifetime
 
 
 def free_port() -> int:
@@ -70,7 +59,7 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stopped together, never by name
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=lifetime.die_with_parent,  # noqa: PLW1509 - even if we are SIGKILLed
         )
         try:
             self.wait("/health/ready" if wait_ready else "/health/live", timeout)

@@ -17,23 +17,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from voice_operator import config, kube, leader, metrics, reconcile
+from voice_operator import config, kinds, kube, leader, metrics, reconcile, writes
 
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, VoiceService name)
 
-SERVICES_INDEX = "voiceservices"
-# Index id per child kind; ``handlers`` registers one kopf index for each.
-CHILD_INDEXES: Mapping[str, str] = {
-    "Deployment": "deployments",
-    "Service": "services",
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "Job": "jobs",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-}
-PODS_INDEX = "pods"
+# kopf index ids (``handlers`` registers them): one per watched kind, named by its plural.
+SERVICES_INDEX = kinds.VOICE_SERVICE.plural
+PODS_INDEX = kinds.POD.plural
 
 
 class Controller:
@@ -55,7 +47,7 @@ class Controller:
         self.resync_seconds = resync_seconds
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self.memory = reconcile.Memory()
+        self.memory = writes.Memory()
         self.elector: leader.LeaderElector | None = None
         self.indices: dict[str, Any] = {}
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
@@ -72,7 +64,7 @@ class Controller:
 
     def attach(self, indices: Mapping[str, Any]) -> None:
         """Take kopf's live index objects (passed to the startup handler by id)."""
-        self.indices = {name: indices[name] for name in (SERVICES_INDEX, PODS_INDEX, *CHILD_INDEXES.values())}
+        self.indices = {name: indices[name] for name in (SERVICES_INDEX, PODS_INDEX, *(child.plural for child in kinds.CHILDREN))}
 
     def mark_indexed(self) -> None:
         """Called on the first watch event: kopf delivers events only once every index is listed."""
@@ -81,6 +73,11 @@ class Controller:
     @property
     def is_leader(self) -> bool:
         return self.elector is None or self.elector.is_leader
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, running or scheduled for a retry: no reconcile can start until an event."""
+        return not (self._queued or self._active or self._dirty or self._timers)
 
     def _on_leadership(self, is_leader: bool) -> None:
         if is_leader:
@@ -133,10 +130,10 @@ class Controller:
         if not bodies:
             return None
         children: dict[str, dict[str, Mapping[str, Any]]] = {}
-        for kind, index_id in CHILD_INDEXES.items():
-            index = self.indices.get(index_id)
+        for child in kinds.CHILDREN:
+            index = self.indices.get(child.plural)
             found = list(index[key]) if index is not None and key in index else []
-            children[kind] = {obj["metadata"]["name"]: obj for obj in found}
+            children[child.name] = {obj["metadata"]["name"]: obj for obj in found}
         pods_index = self.indices.get(PODS_INDEX)
         pods = list(pods_index[key]) if pods_index is not None and key in pods_index else []
         return reconcile.Snapshot(service=bodies[0], children=children, pods=pods)
@@ -179,10 +176,12 @@ class Controller:
             if not self.is_leader:
                 continue  # the leader has its own queue; we resync when we win
             self._active.add(key)
+            metrics.RECONCILES_RUNNING.set(len(self._active))
             try:
                 await self._process(key)
             finally:
                 self._active.discard(key)
+                metrics.RECONCILES_RUNNING.set(len(self._active))
                 if key in self._dirty:
                     self._dirty.discard(key)
                     self.enqueue(key)

@@ -17,15 +17,14 @@ from typing import Any
 
 import kopf
 
-from voice_operator import config, kube, naming, spec
+from voice_operator import config, kinds, naming, spec
 from voice_operator import controller as controller_mod
 
 logger = logging.getLogger(__name__)
 
-# (group/version, plural) of each child kind, by the controller's index id.
+# (group/version, plural) of each watched child kind (and pods), by its kopf index id.
 CHILD_RESOURCES: Mapping[str, tuple[str, str]] = {
-    **{index_id: kube.RESOURCES[kind] for kind, index_id in controller_mod.CHILD_INDEXES.items()},
-    controller_mod.PODS_INDEX: ("v1", "pods"),
+    kind.plural: (kind.api_version, kind.plural) for kind in (*kinds.CHILDREN, kinds.POD)
 }
 MANAGED = {naming.MANAGED_BY_LABEL: config.MANAGED_BY}
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
@@ -118,7 +117,7 @@ def connection_info(configuration: Any) -> kopf.ConnectionInfo:
 
 def register(registry: kopf.OperatorRegistry, ctl: controller_mod.Controller) -> None:
     """Register every handler of the operator on ``registry``, bound to ``ctl``."""
-    vs_resource = (spec.API_VERSION, spec.PLURAL)
+    vs_resource = (kinds.VOICE_SERVICE.api_version, kinds.VOICE_SERVICE.plural)
 
     @kopf.index(*vs_resource, id=controller_mod.SERVICES_INDEX, registry=registry)
     def voiceservices(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:

@@ -24,21 +24,7 @@ import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from voice_operator import metrics
-
-# Where each kind the operator touches lives in the API (group/version, plural).
-RESOURCES: Final[Mapping[str, tuple[str, str]]] = {
-    "Deployment": ("apps/v1", "deployments"),
-    "Service": ("v1", "services"),
-    "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"),
-    "Job": ("batch/v1", "jobs"),
-    "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
-    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
-    "Secret": ("v1", "secrets"),
-    "Event": ("v1", "events"),
-    "Lease": ("coordination.k8s.io/v1", "leases"),
-    "VoiceService": ("voice-service.io/v1alpha1", "voiceservices"),
-}
+from voice_operator import kinds, metrics
 
 _TIMEOUT: Final = (5.0, 30.0)  # connect, read
 
@@ -82,7 +68,7 @@ class Tally:
 
 def path(kind: str, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
     """The REST path of a kind's collection or object."""
-    group_version, plural = RESOURCES[kind]
+    group_version, plural = kinds.RESOURCES[kind]
     prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
     parts = [prefix]
     if namespace:

@@ -30,6 +30,10 @@ CHILD_WRITES: Final = prometheus_client.Counter(
 QUEUE_DEPTH: Final = prometheus_client.Gauge(
     "voice_operator_queue_depth", "VoiceServices waiting for a reconcile.", registry=REGISTRY,
 )
+RECONCILES_RUNNING: Final = prometheus_client.Gauge(
+    "voice_operator_reconciles_running", "Reconciles in progress (at most one per VoiceService, one per worker).",
+    registry=REGISTRY,
+)
 LEADER: Final = prometheus_client.Gauge(
     "voice_operator_leader", "1 while this replica holds the leader Lease.", registry=REGISTRY,
 )

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import yaml
 
-from voice_operator import spec
+from voice_operator import kinds, spec
 
 _WATCH = ["get", "list", "watch"]
 _APPLY = ["get", "list", "watch", "create", "patch"]  # server-side apply is a patch that may create
@@ -26,14 +26,12 @@ RULES: Final[list[dict[str, Any]]] = [
     {"apiGroups": [spec.GROUP], "resources": [f"{spec.PLURAL}/finalizers"], "verbs": ["update"]},
     # The children: watched (label-selected) and applied; old Jobs, HPAs, PDBs and a fetch
     # claim no longer used are deleted. The Deployment and Service go only by garbage collection.
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _APPLY},
-    {"apiGroups": [""], "resources": ["services"], "verbs": _APPLY},
-    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": _OWN},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": _OWN},
-    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _OWN},
-    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _OWN},
+    *(
+        {"apiGroups": [child.group], "resources": [child.plural], "verbs": _OWN if child.pruned else _APPLY}
+        for child in kinds.CHILDREN
+    ),
     # Pod states feed the Degraded condition; read only.
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+    {"apiGroups": [kinds.POD.group], "resources": [kinds.POD.plural], "verbs": ["list", "watch"]},
     # Only existence checks (metadata-only GET) of Secrets a spec names.
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     # Events on VoiceServices (core/v1, each posted once: ``kube.post_event``).

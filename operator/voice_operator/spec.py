@@ -463,13 +463,27 @@ class VoiceServiceStatus(_Model):
     observed_generation: int | None = Field(None, description="The metadata.generation this status describes.")
     conditions: list[Condition] = Field(
         default_factory=list,
+        description=(
+            "Ready: every desired pod runs the current template and is available. "
+            "Progressing: a checkpoint fetch, rollout or scale is under way. "
+            "Degraded: something needs a human (the reason names it). "
+            "CheckpointReady: the desired checkpoint is in its claim. "
+            "A pod problem that makes the service Degraded also keeps it from being Ready."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    replicas: int = 0
-    ready_replicas: int = 0
-    updated_replicas: int = 0
-    available_replicas: int = 0
-    replica_summary: str | None = Field(None, description="ready/desired, for kubectl get.")
+    replicas: int = Field(0, description="Pods of the Deployment, as it reports them.")
+    ready_replicas: int = Field(
+        0,
+        description=(
+            "Pods counted ready: the Deployment counts them ready and a live pod reports Ready "
+            "itself, with no crash loop, bad image or failing readiness. While one of the two lags "
+            "the other, the lower count holds."
+        ),
+    )
+    updated_replicas: int = Field(0, description="Pods of the current template, as the Deployment reports them.")
+    available_replicas: int = Field(0, description="Pods counted available, by the same rule as readyReplicas.")
+    replica_summary: str | None = Field(None, description="readyReplicas/desired, for kubectl get.")
     selector: str | None = Field(None, description="Label selector of the pods (scale subresource).")
     endpoint: str | None = Field(None, description="In-cluster URL of the service.")
     template_hash: str | None = Field(None, description="Hash of the pod template being rolled out.")

@@ -2,13 +2,20 @@
 
 Called by ``reconcile`` after it has applied the children: ``compute`` takes an
 ``Observation`` (live Deployment, pods, fetch Job, claim, the problems reconcile met) and
-returns the whole status plus the Events that its condition transitions deserve. Pure:
-the time is a parameter, nothing is read from the API, so every rule is unit-tested.
+returns the whole status plus the Events that its condition transitions deserve;
+``invalid`` is the status of a spec the model rejects. Pure: the time is a parameter,
+nothing is read from the API, so every rule is unit-tested.
 
 Conditions: ``CheckpointReady`` (the desired checkpoint is in its claim), ``Progressing``
 (a fetch or rollout is under way), ``Degraded`` (something needs a human: a failed fetch,
 a stuck rollout, crash-looping or never-ready pods, a missing Secret, an apply the API
 refused) and ``Ready`` (every desired pod runs the current template and is available).
+
+The Deployment's counts and the pods' own states reach the watch caches at different
+moments, so either may be behind the other. A replica counts as ready only when both
+agree: the Deployment counts it and a live pod reports Ready with no problem. So a pod
+problem that makes the service Degraded always keeps it from being Ready, whichever
+object was seen last.
 """
 
 from __future__ import annotations
@@ -18,22 +25,10 @@ import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from voice_operator import naming
+from voice_operator import checkpoints, naming, objects
 from voice_operator.builders import checkpoint as checkpoint_builder
 from voice_operator.builders import common
-
-TRUE, FALSE = "True", "False"
-
-# Container waiting reasons that will not clear up by waiting.
-BAD_WAITING_REASONS = frozenset({
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-})
+from voice_operator.objects import FALSE, TRUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,15 +37,6 @@ class Problem:
 
     reason: str
     message: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Served:
-    """The checkpoint the Deployment's pods are (or will be) given."""
-
-    folder: str
-    source: str
-    revision: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +54,7 @@ class Observation:
     generation: int
     plan: checkpoint_builder.Plan
     desired_hash: str | None  # None: no Deployment rendered yet (checkpoint not ready)
-    served: Served | None
+    served: checkpoints.Served | None
     deployment: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]] = ()  # the inference pods (reconcile selects them)
     job: Mapping[str, Any] | None = None
@@ -78,120 +64,47 @@ class Observation:
     previous: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _get(obj: Any, *keys: str, default: Any = None) -> Any:
-    for key in keys:
-        if not isinstance(obj, Mapping):
-            return default
-        obj = obj.get(key)
-    return default if obj is None else obj
-
-
-def _condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
-    for cond in _get(obj, "status", "conditions", default=[]):
-        if cond.get("type") == kind:
-            return cond
-    return None
-
-
-def _live_pods(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [p for p in pods if not _get(p, "metadata", "deletionTimestamp")]
-
-
-# -- checkpoint --------------------------------------------------------------------------
-
-
-def job_finished(job: Mapping[str, Any] | None) -> str | None:
-    """``Complete``, ``Failed`` or None for a Job still running (or absent)."""
-    for kind in ("Complete", "Failed"):
-        cond = _condition(job, kind)
-        if cond is not None and cond.get("status") == TRUE:
-            return kind
-    return None
-
-
-def _termination_message(pods: Iterable[Mapping[str, Any]]) -> str:
-    for pod in pods:
-        for cs in _get(pod, "status", "containerStatuses", default=[]):
-            message = _get(cs, "state", "terminated", "message")
-            if message:
-                return str(message).strip()
-    return ""
-
-
-def _pod_waiting(pods: Iterable[Mapping[str, Any]]) -> str:
-    for pod in _live_pods(pods):
-        for cs in _get(pod, "status", "containerStatuses", default=[]):
-            waiting = _get(cs, "state", "waiting")
-            if waiting and waiting.get("reason") in BAD_WAITING_REASONS:
-                return f"pod {pod['metadata']['name']}: {waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
-    return ""
-
-
-def _checkpoint(obs: Observation) -> tuple[str, str, str]:
-    plan = obs.plan
-    if plan.mode == "none":
-        return TRUE, "NotRequired", f"engine {obs.ctx.spec.engine.provider} needs no checkpoint"
-    claim_phase = _get(obs.claim, "status", "phase")
-    if plan.mode == "existing":
-        if obs.claim is None:
-            return FALSE, "ClaimNotFound", f"PersistentVolumeClaim {plan.claim_name} not found"
-        if claim_phase != "Bound":
-            return FALSE, "ClaimPending", f"PersistentVolumeClaim {plan.claim_name} is {claim_phase or 'not bound'}"
-        return TRUE, "ClaimBound", f"serving {plan.source}"
-    finished = job_finished(obs.job)
-    if finished == "Complete":
-        return TRUE, "Fetched", f"{plan.source} is in {plan.claim_name}/{plan.folder}"
-    if finished == "Failed":
-        cond = _condition(obs.job, "Failed") or {}
-        detail = _termination_message(obs.job_pods) or cond.get("message") or cond.get("reason", "")
-        message = (
-            f"Job {plan.job_name} could not fetch {plan.source}: {detail}. "
-            f"Fix the source (a new Job starts) or delete Job {plan.job_name} to retry."
-        )
-        return FALSE, "FetchFailed", message
-    if obs.claim is not None and claim_phase not in (None, "Bound"):
-        return FALSE, "ClaimPending", f"PersistentVolumeClaim {plan.claim_name} is {claim_phase}"
-    if obs.job is None:
-        return FALSE, "FetchPending", f"starting Job {plan.job_name} to fetch {plan.source}"
-    waiting = _pod_waiting(obs.job_pods)
-    return FALSE, "Fetching", f"Job {plan.job_name} is fetching {plan.source}" + (f" ({waiting})" if waiting else "")
-
-
 # -- pods and rollout --------------------------------------------------------------------
+
+
+def _pod_problem(pod: Mapping[str, Any]) -> Problem | None:
+    name = pod["metadata"]["name"]
+    stuck = objects.bad_waiting(pod)
+    if stuck is not None:
+        cs, waiting = stuck
+        restarts = cs.get("restartCount", 0)
+        detail = waiting.get("message") or ""
+        last = objects.get(cs, "lastState", "terminated")
+        if last:
+            detail = f"last exit {last.get('exitCode')} ({last.get('reason', '')}); {detail}".strip("; ")
+        return Problem(waiting["reason"], f"pod {name}: container {cs.get('name')} {waiting['reason']} after {restarts} restarts: {detail}".rstrip(": "))
+    statuses = objects.get(pod, "status", "containerStatuses", default=[])
+    if objects.get(pod, "status", "phase") == "Running" and statuses:
+        started = all(cs.get("started") for cs in statuses)
+        ready = all(cs.get("ready") for cs in statuses)
+        if started and not ready:
+            cond = objects.condition(pod, "Ready") or {}
+            why = cond.get("message") or cond.get("reason") or "readiness probe failing"
+            return Problem("PodsNotReady", f"pod {name} started but is not ready: {why}")
+    return None
 
 
 def pod_problems(pods: Iterable[Mapping[str, Any]]) -> list[Problem]:
     """Pods that will not get better by waiting: crash loops, bad images, failing readiness."""
-    problems: list[Problem] = []
-    for pod in _live_pods(pods):
-        name = pod["metadata"]["name"]
-        statuses = _get(pod, "status", "containerStatuses", default=[])
-        bad = None
-        for cs in statuses:
-            waiting = _get(cs, "state", "waiting")
-            if waiting and waiting.get("reason") in BAD_WAITING_REASONS:
-                restarts = cs.get("restartCount", 0)
-                detail = waiting.get("message") or ""
-                last = _get(cs, "lastState", "terminated")
-                if last:
-                    detail = f"last exit {last.get('exitCode')} ({last.get('reason', '')}); {detail}".strip("; ")
-                bad = Problem(waiting["reason"], f"pod {name}: container {cs.get('name')} {waiting['reason']} after {restarts} restarts: {detail}".rstrip(": "))
-                break
-        if bad is None and _get(pod, "status", "phase") == "Running" and statuses:
-            started = all(cs.get("started") for cs in statuses)
-            ready = all(cs.get("ready") for cs in statuses)
-            if started and not ready:
-                cond = _condition(pod, "Ready") or {}
-                why = cond.get("message") or cond.get("reason") or "readiness probe failing"
-                bad = Problem("PodsNotReady", f"pod {name} started but is not ready: {why}")
-        if bad is not None:
-            problems.append(bad)
-    return problems
+    return [problem for pod in objects.live_pods(pods) if (problem := _pod_problem(pod)) is not None]
+
+
+def pods_ready(pods: Iterable[Mapping[str, Any]]) -> int:
+    """Live pods that report Ready themselves and show no problem (what a replica must be to count)."""
+    return sum(
+        1 for pod in objects.live_pods(pods)
+        if (objects.condition(pod, "Ready") or {}).get("status") == TRUE and _pod_problem(pod) is None
+    )
 
 
 def unschedulable(pods: Iterable[Mapping[str, Any]]) -> str:
-    for pod in _live_pods(pods):
-        cond = _condition(pod, "PodScheduled")
+    for pod in objects.live_pods(pods):
+        cond = objects.condition(pod, "PodScheduled")
         if cond and cond.get("status") == FALSE and cond.get("reason") == "Unschedulable":
             return f"pod {pod['metadata']['name']} cannot be scheduled: {cond.get('message', '')}".rstrip(": ")
     return ""
@@ -199,13 +112,13 @@ def unschedulable(pods: Iterable[Mapping[str, Any]]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Rollout:
-    replicas: int
-    ready: int
-    updated: int
-    available: int
+    replicas: int  # the Deployment's
+    ready: int  # counted: ready by the Deployment and by the pods' own states
+    updated: int  # the Deployment's
+    available: int  # counted: available by the Deployment and ready by the pods' own states
     observed: bool  # the Deployment's status describes its current spec
-    serving: bool  # every desired pod runs the current template and is available
-    complete: bool  # ...and nothing else is left to do (old or extra pods gone)
+    serving: bool  # every desired pod runs the current template and is available (counted)
+    complete: bool  # the Deployment finished: current template everywhere, old or extra pods gone
     template_changed: bool  # pods of an older template remain (a rollout, not a scale)
     stuck: str  # message when the Deployment reports ProgressDeadlineExceeded
 
@@ -213,19 +126,25 @@ class Rollout:
 def rollout(obs: Observation) -> Rollout:
     d = obs.deployment
     desired = obs.ctx.spec.replicas
-    st = _get(d, "status", default={})
-    replicas, ready = int(st.get("replicas", 0)), int(st.get("readyReplicas", 0))
-    updated, available = int(st.get("updatedReplicas", 0)), int(st.get("availableReplicas", 0))
-    live_hash = _get(d, "metadata", "annotations", naming.TEMPLATE_HASH_ANNOTATION)
-    observed = int(st.get("observedGeneration", 0)) >= int(_get(d, "metadata", "generation", default=0))
+    st = objects.get(d, "status", default={})
+    replicas, updated = int(st.get("replicas", 0)), int(st.get("updatedReplicas", 0))
+    agreeing = pods_ready(obs.pods)
+    ready = min(int(st.get("readyReplicas", 0)), agreeing)
+    available = min(int(st.get("availableReplicas", 0)), agreeing)
+    live_hash = objects.get(d, "metadata", "annotations", naming.TEMPLATE_HASH_ANNOTATION)
+    observed = int(st.get("observedGeneration", 0)) >= int(objects.get(d, "metadata", "generation", default=0))
     old_pods = [
-        p for p in _live_pods(obs.pods)
-        if _get(p, "metadata", "annotations", naming.TEMPLATE_HASH_ANNOTATION) != obs.desired_hash
+        p for p in objects.live_pods(obs.pods)
+        if objects.get(p, "metadata", "annotations", naming.TEMPLATE_HASH_ANNOTATION) != obs.desired_hash
     ]
     template_changed = d is not None and (live_hash != obs.desired_hash or bool(old_pods))
-    serving = d is not None and observed and not template_changed and updated >= desired and available >= desired
-    complete = serving and _get(d, "spec", "replicas", default=desired) == desired and replicas <= desired
-    progressing = _condition(d, "Progressing") or {}
+    rolled_out = (
+        d is not None and observed and not template_changed
+        and updated >= desired and int(st.get("availableReplicas", 0)) >= desired
+    )
+    serving = rolled_out and available >= desired
+    complete = rolled_out and objects.get(d, "spec", "replicas", default=desired) == desired and replicas <= desired
+    progressing = objects.condition(d, "Progressing") or {}
     stuck = ""
     if progressing.get("reason") == "ProgressDeadlineExceeded" and not complete:
         stuck = f"Deployment {naming.deployment(obs.ctx.name)}: {progressing.get('message', 'progress deadline exceeded')}"
@@ -239,13 +158,39 @@ def _stamp(now: datetime.datetime) -> str:
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _by_type(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {c.get("type"): c for c in status.get("conditions", []) if isinstance(c, Mapping)}
+
+
+def _conditions(
+    wanted: Sequence[tuple[str, str, str, str]],
+    previous: Mapping[str, Mapping[str, Any]],
+    generation: int,
+    now: datetime.datetime,
+) -> list[dict[str, Any]]:
+    """Conditions from (type, status, reason, message); a status that holds keeps its transition time."""
+    out = []
+    for kind, st, reason, message in wanted:
+        old = previous.get(kind)
+        since = old.get("lastTransitionTime") if old and old.get("status") == st else None
+        out.append({
+            "type": kind,
+            "status": st,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": since or _stamp(now),
+            "observedGeneration": generation,
+        })
+    return out
+
+
 def compute(obs: Observation, now: datetime.datetime) -> tuple[dict[str, Any], list[Event]]:
     """The full status (camelCase, ready to write) and the Events its transitions warrant."""
     ctx = obs.ctx
     desired = ctx.spec.replicas
     ro = rollout(obs)
 
-    ck_status, ck_reason, ck_message = _checkpoint(obs)
+    ck_status, ck_reason, ck_message = checkpoints.condition(obs.plan, ctx.spec.engine.provider, obs.job, obs.job_pods, obs.claim)
 
     # Degraded: the first problem names the reason; the message lists up to three.
     problems: list[Problem] = list(obs.problems)
@@ -281,8 +226,8 @@ def compute(obs: Observation, now: datetime.datetime) -> tuple[dict[str, Any], l
     else:
         progressing = (FALSE, "RolloutComplete", f"{desired} pod(s) run template {obs.desired_hash}")
 
-    # Ready.
-    previous = {c.get("type"): c for c in obs.previous.get("conditions", []) if isinstance(c, Mapping)}
+    # Ready: counted replicas only (see the module docstring).
+    previous = _by_type(obs.previous)
     previous_ready = previous.get("Ready")
     if desired == 0:
         ready = (FALSE, "ScaledToZero", "spec.replicas is 0")
@@ -290,9 +235,12 @@ def compute(obs: Observation, now: datetime.datetime) -> tuple[dict[str, Any], l
         ready = (FALSE, "CheckpointNotReady" if obs.desired_hash is None else "Creating", ck_message if obs.desired_hash is None else progressing[2])
     elif ro.serving:
         ready = (TRUE, "Available", f"all {desired} pod(s) ready at {ctx.endpoint}")
-    elif not ro.observed and not ro.template_changed and previous_ready is not None and degraded[0] == FALSE:
-        # The Deployment has not yet looked at its new spec: its counts are stale, so
-        # keep saying what was true rather than flap.
+    elif (
+        not ro.observed and not ro.template_changed and previous_ready is not None and degraded[0] == FALSE
+        and ro.ready >= int(obs.previous.get("readyReplicas", 0))
+    ):
+        # The Deployment has not yet looked at its new spec: its counts are stale, so keep
+        # saying what was true rather than flap (as long as the pods still bear it out).
         ready = (previous_ready["status"], previous_ready["reason"], previous_ready.get("message", ""))
     else:
         waiting_on = unschedulable(obs.pods)
@@ -303,23 +251,10 @@ def compute(obs: Observation, now: datetime.datetime) -> tuple[dict[str, Any], l
         else:
             ready = (FALSE, "RollingOut" if ro.updated < desired or ro.replicas > desired else "PodsStarting", f"{ro.ready}/{desired} pods ready")
 
-    conditions = []
-    for kind, (st, reason, message) in (
-        ("Ready", ready),
-        ("Progressing", progressing),
-        ("Degraded", degraded),
-        ("CheckpointReady", (ck_status, ck_reason, ck_message)),
-    ):
-        old = previous.get(kind)
-        since = old.get("lastTransitionTime") if old and old.get("status") == st else None
-        conditions.append({
-            "type": kind,
-            "status": st,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": since or _stamp(now),
-            "observedGeneration": obs.generation,
-        })
+    conditions = _conditions(
+        [("Ready", *ready), ("Progressing", *progressing), ("Degraded", *degraded), ("CheckpointReady", ck_status, ck_reason, ck_message)],
+        previous, obs.generation, now,
+    )
 
     result: dict[str, Any] = {
         "observedGeneration": obs.generation,
@@ -343,6 +278,20 @@ def compute(obs: Observation, now: datetime.datetime) -> tuple[dict[str, Any], l
         result["checkpoint"] = checkpoint
     result = {k: v for k, v in result.items() if v is not None}
     return result, transition_events(previous, conditions)
+
+
+def invalid(generation: int, message: str, previous: Mapping[str, Any], now: datetime.datetime) -> tuple[dict[str, Any], list[Event]]:
+    """The status of a spec the schema let through but the model rejects: the conditions say
+    so; the rest (counts, endpoint, checkpoint) stays as last observed, since nothing changes."""
+    old = _by_type(previous)
+    conditions = _conditions(
+        [("Ready", FALSE, "InvalidSpec", message), ("Progressing", FALSE, "InvalidSpec", message), ("Degraded", TRUE, "InvalidSpec", message)],
+        old, generation, now,
+    )
+    if "CheckpointReady" in old:
+        conditions.append(dict(old["CheckpointReady"]))
+    new_status = {**{k: v for k, v in previous.items() if k != "conditions"}, "observedGeneration": generation, "conditions": conditions}
+    return new_status, transition_events(old, conditions)
 
 
 def transition_events(previous: Mapping[str, Mapping[str, Any]], conditions: Sequence[Mapping[str, Any]]) -> list[Event]:

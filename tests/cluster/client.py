@@ -103,6 +103,19 @@ class Cluster:
             last = probe()
         return last
 
+    def wait_crd_established(self, name: str, timeout: float = 60) -> None:
+        """Until the CRD ``name`` serves its resource. (``kubectl wait --for=condition=Established``
+        fails outright, instead of waiting, when it reads the CRD before it has any conditions.)"""
+
+        def established() -> bool:
+            crd = self.kubectl_json("get", "crd", name)
+            return any(
+                c.get("type") == "Established" and c.get("status") == "True"
+                for c in (crd.get("status") or {}).get("conditions") or []
+            )
+
+        self.wait_for(f"CRD {name} established", established, timeout=timeout, interval=0.2)
+
     # -- namespaces and identities --------------------------------------------------
 
     def create_namespace(self, prefix: str = "e2e") -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import ctypes
 import dataclasses
 import json
 import os
@@ -38,6 +37,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
+
+from tests import lifetime
 
 from . import nodes, pki
 
@@ -125,20 +126,6 @@ class ManagedProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel kills it when the parent dies.
-
-    Covers the one case no handler can, a test run killed with SIGKILL. SIGKILL, not
-    SIGTERM: all components get it at once, and an API server whose etcd is already
-    gone never finishes its graceful shutdown.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _spawn(
     name: str, argv: Sequence[str], log_path: pathlib.Path, *, die_with_parent: bool
 ) -> tuple[ManagedProcess, subprocess.Popen[bytes]]:
@@ -151,8 +138,10 @@ def _spawn(
             # Own session and process group: a Ctrl-C in the terminal reaches the test
             # runner only, which then stops the components in order.
             start_new_session=True,
-            # Only prctl() runs there, no Python locks are taken: safe despite threads.
-            preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
+            # Covers the one case no handler can, a test run killed with SIGKILL. SIGKILL, not
+            # SIGTERM: all components get it at once, and an API server whose etcd is already
+            # gone never finishes its graceful shutdown.
+            preexec_fn=lifetime.die_with_parent if die_with_parent else None,  # noqa: PLW1509
         )
     return ManagedProcess(name=name, pid=popen.pid, exe=str(argv[0]), log=str(log_path)), popen
 

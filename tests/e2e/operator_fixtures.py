@@ -3,7 +3,8 @@
 Used by tests/e2e/test_operator_*.py (``from tests.e2e.operator_fixtures import ...``) and
 by scripts/bench_operator.py. ``OperatorProcess`` runs ``python -m voice_operator run`` with
 the cluster's kubeconfig, on free loopback ports for its liveness and metrics endpoints, and
-stops it by the pid it started (SIGTERM, then SIGKILL). ``crd_installed`` applies the
+stops it by the pid it started (SIGTERM, then SIGKILL); the kernel kills it if the process
+that started it dies first (``lifetime.die_with_parent``). ``crd_installed`` applies the
 generated CRD once per session.
 """
 
@@ -21,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests import lifetime, servers
 from tests.cluster import client, nodes
-from tests import servers
 from tests.servers import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -54,7 +55,10 @@ class OperatorProcess:
         ]
         env = dict(self.cluster.env, PYTHONUNBUFFERED="1")
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                preexec_fn=lifetime.die_with_parent,  # noqa: PLW1509 - even if we are SIGKILLed
+            )
         deadline = time.monotonic() + timeout
         while self.health() is None:
             if self.process.poll() is not None:
@@ -94,6 +98,14 @@ class OperatorProcess:
         """Requests the operator made (by its reconciles unless ``scope`` says otherwise)."""
         return sum(self.metric("voice_operator_api_requests_total", verb=verb, scope=scope) for verb in verbs)
 
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Until no reconcile is queued or running (retries scheduled for later aside)."""
+        client.Cluster.wait_for(
+            "the operator idle",
+            lambda: self.metric("voice_operator_queue_depth") == 0 and self.metric("voice_operator_reconciles_running") == 0,
+            timeout=timeout, interval=0.2,
+        )
+
     def is_leader(self) -> bool:
         return bool((self.health() or {}).get("leader"))
 
@@ -110,7 +122,7 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def crd_installed(cluster: client.Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/voiceservices.voice-service.io")
+    cluster.wait_crd_established("voiceservices.voice-service.io")
 
 
 @pytest.fixture

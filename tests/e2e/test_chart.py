@@ -145,7 +145,7 @@ def _ensure_crd(cluster: client.Cluster) -> None:
     # Helm installs the CRD only where it is missing; so does this (others may share the cluster).
     if cluster.kubectl("get", "crd", CRD_NAME, check=False).returncode != 0:
         cluster.kubectl("create", "-f", str(chart.CHART_DIR / "crds" / "voiceservices.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
+    cluster.wait_crd_established(CRD_NAME, timeout=30)
 
 
 def test_rendered_objects_pass_the_api_servers_validation(cluster: client.Cluster, namespace: str) -> None:

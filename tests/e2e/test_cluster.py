@@ -151,7 +151,7 @@ def test_crd_schema_rejects_an_invalid_object(cluster: client.Cluster, namespace
     }
     cluster.apply(crd)
     try:
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/widgets.{group}", "--timeout=30s")
+        cluster.wait_crd_established(f"widgets.{group}", timeout=30)
 
         def widget(name: str, spec: dict[str, Any]) -> str:
             return json.dumps({"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec})

@@ -9,9 +9,15 @@ import itertools
 from typing import Any
 
 import pytest
-from voice_operator import config, kube, naming, reconcile
+from voice_operator import config, kube, naming, reconcile, writes
+
+from tests import operator_statuses
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+
+
+def _without_removals(patch: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_removals(v) if isinstance(v, dict) else v for k, v in patch.items() if v is not None}
 
 
 class FakeApi:
@@ -48,6 +54,8 @@ class FakeApi:
 
     def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self._count("patch_status", kind, name)
+        # What the API server would prune or refuse never passes unnoticed (None: a merge-patch removal).
+        assert operator_statuses.schema_errors(_without_removals(status)) == []
         self.statuses.append(status)
         return {}
 
@@ -70,9 +78,9 @@ def voiceservice(spec: dict[str, Any], status: dict[str, Any] | None = None, gen
     }
 
 
-def run(api: FakeApi, body: dict[str, Any], memory: reconcile.Memory | None = None, pods: list[Any] = ()) -> reconcile.Result:
+def run(api: FakeApi, body: dict[str, Any], memory: writes.Memory | None = None, pods: list[Any] = ()) -> writes.Result:
     snapshot = reconcile.Snapshot(service=body, children=api.children(), pods=list(pods))
-    return reconcile.reconcile(api, snapshot, config.Defaults(), memory if memory is not None else reconcile.Memory(), NOW)  # type: ignore[arg-type]
+    return reconcile.reconcile(api, snapshot, config.Defaults(), memory if memory is not None else writes.Memory(), NOW)  # type: ignore[arg-type]
 
 
 MOCK = {"engine": {"provider": "mock"}, "resources": {"gpu": 0}}
@@ -91,26 +99,45 @@ def test_first_reconcile_creates_children_and_status() -> None:
 
 def test_a_reconcile_with_nothing_to_do_makes_no_request() -> None:
     api = FakeApi()
-    memory = reconcile.Memory()
+    memory = writes.Memory()
     run(api, voiceservice(MOCK), memory)
     status = api.statuses[-1]
     # The watch caches now show the children and the status written above.
     api.tally = kube.Tally()
     api.calls.clear()
-    result = run(api, voiceservice(MOCK, status), reconcile.Memory())
+    result = run(api, voiceservice(MOCK, status), writes.Memory())
     assert api.calls == [] and api.tally.total == 0 and not result.wrote
 
 
 def test_own_write_not_yet_in_the_cache_is_not_repeated() -> None:
     api = FakeApi()
-    memory = reconcile.Memory()
-    body = voiceservice(MOCK)
-    run(api, body, memory)
+    memory = writes.Memory()
+    run(api, voiceservice(MOCK), memory)
+    status = api.statuses[-1]
+    # Someone scales the Deployment by hand; the watch delivers that, and the reconcile repairs it.
+    api.objects[("Deployment", "ns", "tts")]["spec"]["replicas"] = 7
+    api.objects[("Deployment", "ns", "tts")]["metadata"]["resourceVersion"] = "999"
+    stale = reconcile.Snapshot(service=voiceservice(MOCK, status), children=api.children(), pods=[])
+    reconcile.reconcile(api, stale, config.Defaults(), memory, NOW)  # type: ignore[arg-type]
+    assert ("apply", "Deployment", "tts") in api.calls
+    assert api.objects[("Deployment", "ns", "tts")]["metadata"]["resourceVersion"] != "999"
+    # The same stale snapshot again (the watch has not delivered our repair yet): the cache
+    # still shows replicas 7 at rv 999, which Memory knows we already wrote over.
     api.calls.clear()
-    # Same stale snapshot again (the watch has not delivered our writes): nothing new to write.
-    snapshot = reconcile.Snapshot(service=body, children=api.children(), pods=[])
-    reconcile.reconcile(api, snapshot, config.Defaults(), memory, NOW)  # type: ignore[arg-type]
+    reconcile.reconcile(api, stale, config.Defaults(), memory, NOW)  # type: ignore[arg-type]
     assert [c for c in api.calls if c[0] != "create"] == []
+    # Without that memory the very same snapshot is repaired once more: Memory is what held it back.
+    reconcile.reconcile(api, stale, config.Defaults(), writes.Memory(), NOW)  # type: ignore[arg-type]
+    assert ("apply", "Deployment", "tts") in api.calls
+
+
+def test_status_patch_removes_what_no_longer_applies_at_any_depth() -> None:
+    # From a fetched checkpoint to an existing claim: no Job any more, and no template hash yet.
+    current = {"templateHash": "h1", "replicas": 2, "checkpoint": {"source": "hf://a/b@main", "jobName": "tts-fetch-1", "revision": "abc"}}
+    new = {"replicas": 2, "checkpoint": {"source": "pvc://models/", "revision": "/"}}
+    assert writes.merge_patch(current, new) == {
+        "templateHash": None, "replicas": 2, "checkpoint": {"source": "pvc://models/", "revision": "/", "jobName": None},
+    }
 
 
 def test_drift_is_repaired_with_an_event() -> None:
@@ -215,14 +242,16 @@ def test_failed_job_is_replaced_when_its_spec_changes() -> None:
     assert ("delete", "Job", job_name) in api.calls
 
 
-@pytest.mark.parametrize("field", ["name", "uid"])
-def test_memory_is_dropped_with_its_service(field: str) -> None:
-    memory = reconcile.Memory()
-    memory.remember_status(("ns", "tts"), {"a": 1})
-    memory.remember_apply(("ns", "tts"), ("Deployment", "tts"), "h", "1", "2")
-    assert len(memory) == 1
+def test_memory_is_dropped_with_its_service() -> None:
+    memory = writes.Memory()
+    for name in ("tts", "other"):
+        memory.remember_status(("ns", name), {"a": 1})
+        memory.remember_apply(("ns", name), ("Deployment", name), "h", "1", "2")
+    assert len(memory) == 2
     memory.forget(("ns", "tts"))
-    assert len(memory) == 0
+    assert len(memory) == 1
+    assert memory.last_status(("ns", "tts")) is None and not memory.applied_unchanged(("ns", "tts"), ("Deployment", "tts"), "h", "2")
+    assert memory.last_status(("ns", "other")) == {"a": 1} and memory.applied_unchanged(("ns", "other"), ("Deployment", "other"), "h", "2")
 
 
 def test_a_refused_secret_check_is_repeated_not_forgotten(caplog: pytest.LogCaptureFixture) -> None:
@@ -234,7 +263,7 @@ def test_a_refused_secret_check_is_repeated_not_forgotten(caplog: pytest.LogCapt
         raise kube.KubeError(403, "Forbidden", f'secrets "{name}" is forbidden')
 
     api.get = forbidden  # type: ignore[method-assign]
-    with caplog.at_level("WARNING", logger="voice_operator.reconcile"):
+    with caplog.at_level("WARNING", logger="voice_operator.secret_refs"):
         result = run(api, voiceservice(spec))
     assert result.retry
     degraded = next(c for c in api.statuses[-1]["conditions"] if c["type"] == "Degraded")
