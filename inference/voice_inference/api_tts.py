@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from voice_inference import parsing, schemas, synthesis
+from voice_inference import parsing, schemas, synthesis, voices
 from voice_inference.engines import base
 
 
@@ -17,6 +17,9 @@ async def tts(request: web.Request) -> web.StreamResponse:
     body = await parsing.parse_body(request, schemas.TTSRequest)
     text = synthesis.check_text(body.text, services.settings, field="text")
 
+    if body.reference_id:  # checked even when inline references take precedence
+        with synthesis.store_errors(body.reference_id, field="reference_id"):
+            voices.validate_id(body.reference_id)
     references = [
         await synthesis.inline_reference(ref.audio, ref.text, services.settings, field=f"references.{i}.audio")
         for i, ref in enumerate(body.references)
