@@ -8,6 +8,7 @@ path (``errors.body_model``), and whether it needs an API key from ``middlewares
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -55,7 +56,13 @@ class Route:
 
 
 _JSON = "application/json"
-_AUDIO: Content = {content_type: None for content_type in encoders.CONTENT_TYPES.values()}
+
+
+def _audio(model: type[BaseModel], field: str) -> Content:
+    """The audio media types a route answers with: one per value of its format field."""
+    return {encoders.CONTENT_TYPES[fmt]: None for fmt in typing.get_args(model.model_fields[field].annotation)}
+
+
 _SYNTHESIS_ERRORS = (400, 404, 413, 415, 422, 429, 500, 503, 504)
 _VOICE_ID = {"voice_id": schemas.VoiceId}
 _VOICE_LINKS = {"get_voice": {"voice_id": "$response.body#/id"}, "delete_voice": {"voice_id": "$response.body#/id"}}
@@ -63,12 +70,14 @@ _VOICE_LINKS = {"get_voice": {"voice_id": "$response.body#/id"}, "delete_voice":
 ROUTES: tuple[Route, ...] = (
     Route(
         "POST", "/v1/tts", api_tts.tts, "tts", "Synthesize speech (Fish Audio compatible; JSON or msgpack)",
-        {200: Reply("Audio in the requested format, whole or streamed", _AUDIO)}, _SYNTHESIS_ERRORS,
+        {200: Reply("Audio in the requested format, whole or streamed", _audio(schemas.TTSRequest, "format"))},
+        _SYNTHESIS_ERRORS,
         Body(schemas.TTSRequest, parsing.JSON_TYPES | parsing.MSGPACK_TYPES),
     ),
     Route(
         "POST", "/v1/audio/speech", api_openai.speech, "speech", "Synthesize speech (OpenAI compatible)",
-        {200: Reply("Audio, streamed; or server-sent events", {**_AUDIO, "text/event-stream": None})},
+        {200: Reply("Audio, streamed; or server-sent events", {
+            **_audio(schemas.SpeechRequest, "response_format"), "text/event-stream": None})},
         _SYNTHESIS_ERRORS, Body(schemas.SpeechRequest, parsing.JSON_TYPES),
     ),
     Route(
