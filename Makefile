@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 EXTRAS ?= test,operator
 
-.PHONY: venv demo demo-server test test-unit test-integration bench clean
+.PHONY: venv demo demo-server test test-unit test-integration bench bench-live clean
 
 venv: $(VENV_STAMP)
 
@@ -36,6 +36,9 @@ test-integration: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(PYTHON) scripts/bench_server.py
+
+bench-live: $(VENV_STAMP)
+	$(PYTHON) scripts/bench_live.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache out

@@ -30,8 +30,10 @@ $(S1_STAMP): $(VENV_STAMP) pyproject.toml mk/s1.mk
 
 s1 venv-s1: $(S1_STAMP)
 
-# The S1 tests (tests/*/test_s1_*.py) run in `make test`, so it installs the engine first.
+# The S1 tests (tests/*/test_s1_*.py) run in `make test`, so it installs the engine first;
+# VOICE_TEST_S1=required makes a missing engine fail them rather than skip (tests/s1_support.py).
 test test-unit test-integration demo: $(S1_STAMP)
+test test-unit test-integration: export VOICE_TEST_S1 := required
 
 # Our engine against fish-speech's own generation path on the tiny checkpoint (CPU).
 bench-engine: $(S1_STAMP)

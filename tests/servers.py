@@ -2,11 +2,14 @@
 
 ``ServerProcess`` runs ``python -m voice_inference serve`` as a child process on a free
 loopback port with the given ``VOICE_*`` settings, waits for it, and stops it by the process
-id it started (never by name). Used by tests/integration/conftest.py and scripts/bench_*.py.
+id it started (never by name), on every way out: a start that fails stops it, and the kernel
+kills it when the process that started it dies, however it dies (SIGTERM, SIGKILL), where no
+``finally`` runs. Used by tests/integration/conftest.py and scripts/bench_server.py, demo*.py.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -16,6 +19,18 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec (only prctl, no Python locks: safe despite threads).
+
+    The signal comes when the *thread* that started the child ends, so start servers from
+    the main thread (as fixtures and scripts do), not from a short-lived worker thread.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -55,8 +70,13 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stopped together, never by name
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
-        self.wait("/health/ready" if wait_ready else "/health/live", timeout)
+        try:
+            self.wait("/health/ready" if wait_ready else "/health/live", timeout)
+        except BaseException:  # never ready (or interrupted): nobody else would stop it
+            self.stop()
+            raise
         return self
 
     def wait(self, path: str, timeout: float) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 from aiohttp import web
 
 from voice_inference import audio, parsing, schemas, synthesis, voices
 from voice_inference.errors import ApiError
+from voice_inference.settings import Settings
 
 _FILES = frozenset({"audio"})  # the form fields (``schemas.VoiceUpload``) sent as files
 
@@ -32,8 +34,7 @@ async def get_voice(request: web.Request) -> web.Response:
 
 async def create_voice(request: web.Request) -> web.Response:
     services = request.app[synthesis.SERVICES]
-    if services.store.read_only:
-        raise ApiError(405, "read_only_storage", "voice storage is read-only", headers={"Allow": "GET"})
+    check_writable(services.store)
     form = await parsing.read_form(request, schemas.VoiceUpload, files=_FILES)
     voice_id, text, data = str(form.get("id", "")), str(form.get("text", "")), bytes(form.get("audio", b""))
     for name, given in (("id", voice_id), ("text", schemas.NON_BLANK.search(text)), ("audio", data)):
@@ -43,14 +44,26 @@ async def create_voice(request: web.Request) -> web.Response:
         voices.validate_id(voice_id)
     except voices.InvalidVoice as exc:
         raise ApiError(422, "invalid_voice_id", str(exc), field="id") from None
-    try:
-        samples, rate = await asyncio.to_thread(audio.decode, data)
-    except audio.AudioDecodeError as exc:
-        raise ApiError(400, "invalid_audio", f"audio: {exc}", field="audio") from None
-    synthesis.check_reference_length(samples, rate, services.settings, field="audio")
+    samples, rate = await decode_upload(data, services.settings, field="audio")
     with synthesis.store_errors(voice_id, field="id"):
         voice = await services.store.put(voice_id, samples, rate, text.strip())
     return web.json_response(voice.info(), status=201)
+
+
+def check_writable(store: voices.VoiceStore) -> None:
+    """Refuse an upload before its body is read where the store is read-only (also ``api_models``)."""
+    if store.read_only:
+        raise ApiError(405, "read_only_storage", "voice storage is read-only", headers={"Allow": "GET"})
+
+
+async def decode_upload(data: bytes, settings: Settings, *, field: str) -> tuple[np.ndarray, int]:
+    """Uploaded audio decoded (off the event loop) and checked; also used by ``api_models``."""
+    try:
+        samples, rate = await asyncio.to_thread(audio.decode, data)
+    except audio.AudioDecodeError as exc:
+        raise ApiError(400, "invalid_audio", f"{field}: {exc}", field=field) from None
+    synthesis.check_reference_length(samples, rate, settings, field=field)
+    return samples, rate
 
 
 async def delete_voice(request: web.Request) -> web.Response:
@@ -59,4 +72,3 @@ async def delete_voice(request: web.Request) -> web.Response:
     with synthesis.store_errors(voice_id, field="voice_id"):
         await store.delete(voice_id)
     return web.json_response(schemas.VoiceDeleted(id=voice_id, deleted=True).model_dump())
-

@@ -61,3 +61,8 @@ def to_pcm16(samples: np.ndarray) -> bytes:
 
 def duration_seconds(samples: np.ndarray, sample_rate: int) -> float:
     return samples.shape[0] / float(sample_rate)
+
+
+def gain(samples: np.ndarray, db: float) -> np.ndarray:
+    """Samples scaled by ``db`` decibels (the same array when 0)."""
+    return samples * np.float32(10 ** (db / 20)) if db else samples

@@ -1,8 +1,9 @@
 """Prometheus metrics of one server, on a registry of its own (so tests can run many apps).
 
 Created by ``app.build_app``; updated by the request middleware (requests by route and
-status), the scheduler (queue depth, in flight, rejections, engine ready) and the synthesis handlers
-(time to first audio byte, audio produced, real-time factor); served at ``/metrics``.
+status), the scheduler (queue depth, in flight, rejections, engine ready), the synthesis handlers
+(time to first audio byte, audio produced, real-time factor) and live sessions (``api_live``:
+open sessions, segments, time to first audio); served at ``/metrics``.
 """
 
 from __future__ import annotations
@@ -39,5 +40,12 @@ class Metrics:
         self.rtf = Histogram(
             "voice_real_time_factor", "Synthesis time divided by audio duration (below 1: faster than real time).",
             buckets=_RTF_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.live_sessions = Gauge("voice_live_sessions", "Open /v1/tts/live sessions.", registry=r)
+        self.live_segments = Counter("voice_live_segments", "Text segments synthesized in live sessions.", registry=r)
+        self.live_ttfa = Histogram(
+            "voice_live_time_to_first_audio_seconds",
+            "Live sessions: from the first complete segment of text to its first audio sent.",
+            buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.ready = Gauge("voice_engine_ready", "1 once the engine is loaded and warmed up.", registry=r)

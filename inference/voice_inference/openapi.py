@@ -28,7 +28,8 @@ _REASONS = {
     405: "Voice storage is read-only",
     413: "Text, reference audio or body too large",
     415: "Unsupported content type",
-    422: "A field is invalid or missing",
+    422: "A field is invalid or missing, or the text produced no audio",
+    426: "Not a WebSocket handshake: this route speaks only WebSocket",
     429: "Queue full; see Retry-After",
     500: "The engine failed to synthesize",
     503: "Engine not ready, or voice storage unavailable",
@@ -38,6 +39,7 @@ _STRING = {"schema": {"type": "string"}}
 _HEADERS = {
     401: {"WWW-Authenticate": {**_STRING, "required": True}},
     405: {"Allow": {**_STRING, "required": True}},
+    426: {"Upgrade": {**_STRING, "required": True}, "Sec-WebSocket-Version": {**_STRING, "required": True}},
     429: {"Retry-After": {**_STRING, "required": True}},
     503: {"Retry-After": _STRING},
 }
@@ -71,7 +73,9 @@ def _operation(route: Route, *, auth: bool) -> dict[str, Any]:
     statuses = sorted({*route.errors, *([401] if auth and not route.open else [])})
     responses.update({str(status): _error(route.path, status) for status in statuses})
     operation: dict[str, Any] = {"operationId": route.name, "summary": route.summary, "responses": responses}
-    parameters = _path_parameters(route)
+    if route.description:
+        operation["description"] = route.description
+    parameters = _path_parameters(route) + _query_parameters(route)
     if parameters:
         operation["parameters"] = parameters
     if route.body is not None:
@@ -115,6 +119,17 @@ def _path_parameters(route: Route) -> list[dict[str, Any]]:
     return [
         {"name": name, "in": "path", "required": True, "schema": TypeAdapter(route.path_parameters[name]).json_schema()}
         for name in names
+    ]
+
+
+def _query_parameters(route: Route) -> list[dict[str, Any]]:
+    if route.query is None:
+        return []
+    schema = route.query.model_json_schema()
+    required = set(schema.get("required", ()))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema["properties"].items()
     ]
 
 

@@ -11,6 +11,7 @@ middleware shapes that answer, as it does aiohttp's own parse errors of a body's
 from __future__ import annotations
 
 import json
+import typing
 from typing import TypeVar
 
 import ormsgpack
@@ -61,10 +62,16 @@ def validate(model: type[Model], data: object) -> Model:
         raise ApiError(422, "invalid_field", message, field=field) from None
 
 
-async def read_form(request: web.Request, model: type[BaseModel], *, files: frozenset[str]) -> dict[str, str | bytes]:
+FormValue = str | bytes
+
+
+async def read_form(
+    request: web.Request, model: type[BaseModel], *, files: frozenset[str]
+) -> dict[str, FormValue | list[FormValue]]:
     """The fields of a multipart form that ``model`` names: ``files`` as bytes, the others as
-    text (a file part sent where text is expected is decoded as UTF-8); absent fields are left
-    out, a field the model does not name is a 422 when it forbids extra fields."""
+    text (a file part sent where text is expected is decoded as UTF-8); a field the model
+    declares as a list gets every part of that name, in order, the others their first part.
+    Absent fields are left out; a field the model does not name is a 422 when it forbids extra fields."""
     if request.content_type not in FORM_TYPES:
         raise ApiError(
             415, "unsupported_media_type", f"Content-Type must be multipart/form-data, not {request.content_type!r}"
@@ -77,13 +84,18 @@ async def read_form(request: web.Request, model: type[BaseModel], *, files: froz
     unknown = sorted(set(form) - set(model.model_fields))
     if unknown and model.model_config.get("extra") == "forbid":
         raise ApiError(422, "unknown_field", f"unknown form field {unknown[0]!r}", field=unknown[0])
-    fields: dict[str, str | bytes] = {}
-    for name in model.model_fields:
-        value = form.get(name)
-        if isinstance(value, web.FileField):
-            data = value.file.read()
-            fields[name] = data if name in files else data.decode("utf-8", errors="replace")
-        elif isinstance(value, str):
-            fields[name] = value.encode() if name in files else value
+    fields: dict[str, FormValue | list[FormValue]] = {}
+    for name, info in model.model_fields.items():
+        values = [_form_value(part, as_bytes=name in files) for part in form.getall(name, [])]
+        if typing.get_origin(info.annotation) is list:
+            fields[name] = values
+        elif values:
+            fields[name] = values[0]
     return fields
 
+
+def _form_value(part: str | bytes | web.FileField, *, as_bytes: bool) -> FormValue:
+    data = part.file.read() if isinstance(part, web.FileField) else part
+    if as_bytes:
+        return data.encode() if isinstance(data, str) else data
+    return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data

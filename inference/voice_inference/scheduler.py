@@ -5,7 +5,8 @@ control: a bounded queue, never unbounded waiting). One worker task takes jobs i
 order and runs the engine on a single dedicated thread, so model code never runs on the event
 loop and never sees two requests at once. Chunks cross back to the loop through each job's
 own asyncio queue. A job cancelled while waiting is dropped; one cancelled while running stops
-at the engine's next chunk (the engine checks the job's ``cancelled`` event).
+at the engine's next chunk (the engine checks the job's ``cancelled`` event). Either way its
+stream ends at once: whoever iterates a cancelled job is never left waiting.
 
 Batching later: the worker is the only place that decides what runs next, so it can take
 several waiting jobs and hand them to a batched engine call without changing handlers.
@@ -49,10 +50,14 @@ class Job:
         self._chunks: asyncio.Queue[object] = asyncio.Queue()
 
     def cancel(self) -> None:
-        """Stop this job (call from the event loop): dropped if waiting, stopped if running."""
+        """Stop this job (call from the event loop): dropped if waiting, stopped if running.
+
+        Its stream ends now, without the chunks not yet read: a waiting job never reaches the
+        worker (which would end it), and a running one may be deep in a model step."""
         if not self.cancelled.is_set():
             self.cancelled.set()
             self._scheduler._forget(self)
+            self._chunks.put_nowait(_DONE)
 
     # Called on the worker thread.
     def _emit(self, item: object) -> None:
@@ -62,9 +67,9 @@ class Job:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[np.ndarray]:
-        while True:
+        while not self.cancelled.is_set():
             item = await self._chunks.get()
-            if item is _DONE:
+            if item is _DONE or self.cancelled.is_set():
                 return
             if isinstance(item, BaseException):
                 raise item

@@ -1,7 +1,8 @@
 """Request and response models of the HTTP API (pydantic), also the source of the OpenAPI
 document (``openapi``). ``TTSRequest`` accepts what Fish Audio's own server and hosted API
 accept on ``/v1/tts``; ``SpeechRequest`` is OpenAI's ``/v1/audio/speech`` body. Unknown fields
-are ignored, as they are there.
+of those bodies are ignored, as they are there; the upload forms refuse them. The ``Model*`` and ``Fish*`` models are Fish Audio's voice API
+on ``/model`` (``api_models``): its form, its query and the objects its SDK reads.
 
 Rules a handler checks itself, with its own status (blank text is a 400, a bad voice id a 400
 or 422), are still declared here as annotated types (``SynthesisText``, ``VoiceId``), so the
@@ -17,8 +18,11 @@ import binascii
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator,
+)
 
+from voice_inference import encoders
 from voice_inference.voices import base as voice_base
 
 # Text with at least one character that is not whitespace (``str.isspace`` and ``\s`` agree).
@@ -45,11 +49,24 @@ def _integral(value: Any) -> Any:
 
 Integer = Annotated[int, BeforeValidator(_integral)]
 
+
+def _rates(rates: frozenset[int]) -> dict[str, Any]:
+    return {"anyOf": [{"type": "integer", "enum": sorted(rates)}, {"type": "null"}]}
+
+
+# An output rate (``TTSRequest._rate_fits_format``): any of ``encoders.SAMPLE_RATES``, and for
+# opus only ``encoders.OPUS_RATES``, which the model schema states as an if/then rule.
+SampleRate = Annotated[Integer | None, WithJsonSchema(_rates(encoders.SAMPLE_RATES))]
+_OPUS_RATE_RULE = {
+    "if": {"properties": {"format": {"const": "opus"}}, "required": ["format"]},
+    "then": {"properties": {"sample_rate": _rates(encoders.OPUS_RATES)}},
+}
+
 # Text to synthesize: non-blank (``synthesis.check_text``), at most ``VOICE_MAX_TEXT_LENGTH``.
 SynthesisText = Annotated[
     str, WithJsonSchema({"type": "string", "pattern": NON_BLANK.pattern, TEXT_LIMIT: "max_text_length"})
 ]
-# A transcript: non-blank (``api_voices.create_voice``).
+# A transcript or title: non-blank (``api_voices.create_voice``, ``api_models.create_model``).
 Transcript = Annotated[str, WithJsonSchema({"type": "string", "pattern": NON_BLANK.pattern})]
 # A stored voice's id (``voices.validate_id``).
 VoiceId = Annotated[str, WithJsonSchema(_VOICE_ID_SCHEMA)]
@@ -91,7 +108,7 @@ class Prosody(BaseModel):
 class TTSRequest(BaseModel):
     """Body of ``POST /v1/tts`` (JSON or msgpack)."""
 
-    model_config = _REQUEST
+    model_config = _REQUEST | ConfigDict(json_schema_extra=_OPUS_RATE_RULE)
 
     text: SynthesisText
     chunk_length: Integer = Field(200, ge=100, le=300, description="Characters per synthesized segment.")
@@ -108,6 +125,35 @@ class TTSRequest(BaseModel):
     temperature: float = Field(0.8, ge=0.1, le=1.0)
     latency: Literal["normal", "balanced"] = "normal"
     prosody: Prosody | None = None
+    sample_rate: SampleRate = Field(
+        None, description="Output rate in Hz (resampled); None: the model's (44100; Opus 48000)."
+    )
+    mp3_bitrate: Literal[64, 128, 192] = Field(128, description="kbps, for mp3.")
+    opus_bitrate: Literal[-1000, 24, 32, 48, 64] = Field(64, description="kbps, for opus; -1000: the server's default (64).")
+    min_chunk_length: Integer = Field(
+        50, ge=0, le=300, description="/v1/tts/live: shortest segment a sentence end may close. Unused on /v1/tts."
+    )
+    condition_on_previous_chunks: bool = Field(
+        True, description="Each segment of long text (or of a live session) continues from the previous one's audio."
+    )
+    early_stop_threshold: float = Field(1.0, description="Accepted for compatibility; not used.")
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _rate_fits_format(cls, rate: int | None, info: ValidationInfo) -> int | None:
+        fmt = info.data.get("format")  # declared before sample_rate, so already validated (or absent)
+        rates = encoders.OPUS_RATES if fmt == "opus" else encoders.SAMPLE_RATES
+        if rate is not None and rate not in rates:
+            raise ValueError(f"for {fmt} it must be one of {', '.join(str(r) for r in sorted(rates))}")
+        return rate
+
+    def bit_rate(self) -> int | None:
+        """The codec bit rate in bit/s for this request's format (None: the encoder's default)."""
+        if self.format == "mp3":
+            return self.mp3_bitrate * 1000
+        if self.format == "opus" and self.opus_bitrate > 0:
+            return self.opus_bitrate * 1000
+        return None
 
 
 class VoiceRef(BaseModel):
@@ -149,6 +195,89 @@ class VoiceUpload(BaseModel):
     id: VoiceId
     text: Transcript
     audio: AudioFile
+
+
+class ModelUpload(BaseModel):
+    """The multipart form of ``POST /model``, as Fish Audio's SDK sends it (``voices.create``):
+    ``api_models`` reads these fields by name and refuses others. The fields after ``type``
+    are accepted and not stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Transcript = Field(description="The new voice's id is made from it.")
+    voices: list[AudioFile] = Field(min_length=1, description="Audio files, joined in order into one voice.")
+    texts: list[Transcript] = Field(
+        min_length=1, description="One transcript per file in voices, in order (there is no speech recognition here)."
+    )
+    type: Literal["tts"] = "tts"
+    description: str = ""
+    visibility: str = ""
+    train_mode: str = ""
+    enhance_audio_quality: str = ""
+    tags: list[str] = Field(default_factory=list)
+    cover_image: Annotated[
+        bytes, WithJsonSchema({"type": "string", "format": "binary", "contentMediaType": "image/*"})
+    ] = Field(default=b"")
+
+
+class ModelQuery(BaseModel):
+    """The query of ``GET /model`` (Fish Audio's ``voices.list``). Not strict: query values are
+    text, so ``page_size=20`` is the integer 20. Fish's other filters (``tag``, ``self``,
+    ``author_id``, ``language``, ``title_language``, ``sort_by``) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    page_size: int = Field(10, ge=1, le=100)
+    page_number: int = Field(1, ge=1, le=1_000_000)
+    title: str = Field("", description="Lists the voices whose id contains it (any case).")
+
+
+class FishSample(BaseModel):
+    title: str
+    text: str
+    task_id: str
+    audio: str
+
+
+class FishAuthor(BaseModel):
+    id: str = Field(alias="_id")
+    nickname: str
+    avatar: str
+
+
+class FishModel(BaseModel):
+    """A stored voice as Fish Audio's model object (what the SDK reads as ``Voice``): the id is
+    also its title; every voice is private, ``trained`` (usable at once), with no tags, no
+    languages, zero counters and one author, the server."""
+
+    id: VoiceId = Field(alias="_id")
+    type: Literal["tts"] = "tts"
+    title: str
+    description: str = ""
+    cover_image: str = ""
+    train_mode: Literal["fast"] = "fast"
+    state: Literal["trained"] = "trained"
+    tags: list[str] = Field(default_factory=list)
+    samples: list[FishSample]
+    created_at: str
+    updated_at: str
+    languages: list[str] = Field(default_factory=list)
+    visibility: Literal["private"] = "private"
+    lock_visibility: bool = False
+    like_count: int = 0
+    mark_count: int = 0
+    shared_count: int = 0
+    task_count: int = 0
+    liked: bool = False
+    marked: bool = False
+    author: FishAuthor = FishAuthor(_id="voice-service", nickname="voice-service", avatar="")
+
+
+class FishModelPage(BaseModel):
+    """``GET /model``: one page of voices, newest first, and how many match in all."""
+
+    total: int
+    items: list[FishModel]
 
 
 class VoiceInfo(BaseModel):

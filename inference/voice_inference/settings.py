@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(300.0, gt=0)
     max_text_length: int = Field(2000, ge=1, le=1_000_000)
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    # /v1/tts/live sessions
+    live_idle_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A session with no message and nothing to synthesize this long is closed."
+    )
+    live_max_text_length: int = Field(20_000, ge=1, le=10_000_000, description="Characters of text per session.")
+    live_max_session_seconds: float = Field(900.0, gt=0, description="Longest a session may last.")
 
     # HTTP policy
     cors_allow_origins: CommaList = Field(default_factory=list, description="Empty: CORS off.")

@@ -125,12 +125,16 @@ async def respond(
     streaming: bool,
     sse: bool = False,
     gain_db: float = 0.0,
+    out_rate: int | None = None,
+    bit_rate: int | None = None,
 ) -> web.StreamResponse:
-    """Synthesize and answer: one whole file, a streamed body, or (OpenAI) server-sent events."""
+    """Synthesize and answer: one whole file, a streamed body, or (OpenAI) server-sent events.
+
+    ``out_rate`` and ``bit_rate``: the response's sample rate and codec bit rate, when asked."""
     started = time.perf_counter()
     job = submit(services, request)
     sample_rate = services.scheduler.sample_rate
-    encoder = encoders.create(fmt, sample_rate, streaming=streaming or sse)
+    encoder = encoders.create(fmt, sample_rate, streaming=streaming or sse, out_rate=out_rate, bit_rate=bit_rate)
     stats = _Stats(services.metrics, started, sample_rate)
     content_type = "text/event-stream" if sse else encoder.content_type
     response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-store"})
@@ -139,7 +143,9 @@ async def respond(
             chunks = _gained(_counted(job, stats), gain_db)
             if streaming or sse:
                 return await _stream(http_request, response, chunks, encoder, stats, sse=sse)
-            body = b"".join([await _encode(encoder, chunk) async for chunk in chunks]) + await _encode(encoder)
+            body = b"".join([await encode(encoder, chunk) async for chunk in chunks]) + await encode(encoder)
+            if not stats.samples:
+                raise _no_audio()
             stats.first_bytes()
             return web.Response(body=body, content_type=encoder.content_type)
     except (TimeoutError, base.EngineError) as exc:
@@ -157,6 +163,7 @@ async def respond(
         raise ApiError(500, "synthesis_failed", str(exc)) from None
     finally:
         job.cancel()  # no-op when finished; stops the engine when the client left or we failed
+        encoder.close()  # an unfinished FFmpeg muxer crashes the process when collected
         stats.done()
 
 
@@ -186,22 +193,24 @@ async def _stream(
 
     if not sse:
         response.enable_chunked_encoding()
-    # Wait for the first audio before sending headers, so an early failure is still a JSON error.
+    # Wait for the first audio before sending headers, so an early failure (or no audio at all)
+    # is still a JSON error.
     iterator = aiter(chunks)
     first = await anext(iterator, None)
+    if first is None:
+        raise _no_audio()
     await response.prepare(http_request)
-    if first is not None:
-        await emit(await _encode(encoder, first))
+    await emit(await encode(encoder, first))
     async for chunk in iterator:
-        await emit(await _encode(encoder, chunk))
-    await emit(await _encode(encoder))
+        await emit(await encode(encoder, chunk))
+    await emit(await encode(encoder))
     if sse:
         await event({"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}})
     await response.write_eof()
     return response
 
 
-async def _encode(encoder: encoders.Encoder, chunk: np.ndarray | None = None) -> bytes:
+async def encode(encoder: encoders.Encoder, chunk: np.ndarray | None = None) -> bytes:
     """``encoder.encode(chunk)``, or ``finish()`` without a chunk, on a worker thread: MP3 and AAC
     cost about 1 % of the audio's duration in CPU, which would otherwise stall the event loop."""
     if chunk is None:
@@ -209,16 +218,23 @@ async def _encode(encoder: encoders.Encoder, chunk: np.ndarray | None = None) ->
     return await asyncio.to_thread(encoder.encode, chunk)
 
 
+def _no_audio() -> ApiError:
+    """The engine ended without a sample: an error, never a 200 whose body is empty (mp3, opus
+    and aac would be zero bytes) or a file that only looks like audio."""
+    return ApiError(422, "no_audio", "the engine produced no audio for this text: nothing in it to speak")
+
+
 async def _counted(job: AsyncIterator[np.ndarray], stats: "_Stats") -> AsyncIterator[np.ndarray]:
+    """The job's chunks, counted; empty ones (an engine may end a segment with one) are dropped."""
     async for chunk in job:
-        stats.samples += chunk.shape[0]
-        yield chunk
+        if chunk.size:
+            stats.samples += chunk.shape[0]
+            yield chunk
 
 
 async def _gained(chunks: AsyncIterator[np.ndarray], gain_db: float) -> AsyncIterator[np.ndarray]:
-    factor = np.float32(10 ** (gain_db / 20))
     async for chunk in chunks:
-        yield chunk * factor if gain_db else chunk
+        yield audio.gain(chunk, gain_db)
 
 
 class _Stats:

@@ -1,6 +1,7 @@
 """Malformed requests of every kind, against the real server over HTTP: bodies that do not parse
 as what their content type says (multipart framing and part headers, charsets, transfer and
-content encodings, JSON, msgpack) get a 400 in the route's JSON error shape, and a request
+content encodings, JSON, msgpack) get a 400 in the route's JSON error shape (both upload routes,
+``/v1/voices`` and Fish Audio's ``/model``, read forms the same way), and a request
 aiohttp cannot even parse gets its 400; none leaves a traceback in the server's log, only one
 line at info or warning.
 """
@@ -32,6 +33,7 @@ def field(name: str, **headers: str) -> dict[str, str]:
 
 
 END = f"--{BOUNDARY}--\r\n".encode()
+UPLOADS = ["/v1/voices", "/model"]  # the routes that read multipart forms
 
 MULTIPART_BODIES = {
     "part header with control bytes": part({"Content-Disposition": 'form-data; name="\xf3\x11x"'}, b"v") + END,
@@ -59,10 +61,11 @@ def server_log(server: ServerProcess) -> str:
     return Path(server.log_path).read_text(errors="replace")
 
 
+@pytest.mark.parametrize("path", UPLOADS)
 @pytest.mark.parametrize("name", MULTIPART_BODIES)
-def test_malformed_multipart_uploads_are_a_json_400(logged_server: ServerProcess, name: str) -> None:
+def test_malformed_multipart_uploads_are_a_json_400(logged_server: ServerProcess, name: str, path: str) -> None:
     response = httpx.post(
-        f"{logged_server.url}/v1/voices", content=MULTIPART_BODIES[name], headers={"Content-Type": MULTIPART}
+        f"{logged_server.url}{path}", content=MULTIPART_BODIES[name], headers={"Content-Type": MULTIPART}
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "malformed_body"
@@ -70,18 +73,23 @@ def test_malformed_multipart_uploads_are_a_json_400(logged_server: ServerProcess
     assert "Traceback" not in server_log(logged_server)
 
 
+@pytest.mark.parametrize("path", UPLOADS)
 @pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=" + "a" * 80])
-def test_bad_multipart_boundaries_are_a_json_400(logged_server: ServerProcess, content_type: str) -> None:
+def test_bad_multipart_boundaries_are_a_json_400(logged_server: ServerProcess, content_type: str, path: str) -> None:
     body = MULTIPART_BODIES["part without a name"]
-    response = httpx.post(f"{logged_server.url}/v1/voices", content=body, headers={"Content-Type": content_type})
+    response = httpx.post(f"{logged_server.url}{path}", content=body, headers={"Content-Type": content_type})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "malformed_body"
 
 
-def test_unknown_form_fields_are_refused(logged_server: ServerProcess) -> None:
+@pytest.mark.parametrize(
+    ("path", "fields", "audio"),
+    [("/v1/voices", {"id": "alice", "text": "Hello."}, "audio"), ("/model", {"title": "Alice", "texts": "Hello."}, "voices")],
+)  # fmt: skip
+def test_unknown_form_fields_are_refused(logged_server: ServerProcess, path: str, fields: dict, audio: str) -> None:
     response = httpx.post(
-        f"{logged_server.url}/v1/voices", data={"id": "alice", "text": "Hello.", "colour": "blue"},
-        files={"audio": ("alice.wav", wav_bytes(), "audio/wav")},
+        f"{logged_server.url}{path}", data={**fields, "colour": "blue"},
+        files={audio: ("alice.wav", wav_bytes(), "audio/wav")},
     )  # fmt: skip
     assert response.status_code == 422, response.text
     assert (response.json()["error"]["code"], response.json()["error"]["field"]) == ("unknown_field", "colour")
@@ -95,6 +103,7 @@ def test_unknown_form_fields_are_refused(logged_server: ServerProcess) -> None:
         ("/v1/tts", "application/msgpack", "deflate", False),
         ("/v1/audio/speech", "application/json", "gzip", True),
         ("/v1/voices", MULTIPART, "gzip", False),
+        ("/model", MULTIPART, "deflate", False),
     ],
 )
 def test_bodies_that_do_not_decompress_are_a_json_400(

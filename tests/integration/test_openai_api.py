@@ -1,6 +1,7 @@
 """``POST /v1/audio/speech`` through the official ``openai`` SDK (pointed at our server with
-``base_url``): every response format, stored voices, server-sent events, and errors in
-OpenAI's shape (which the SDK turns into its own exception types)."""
+``base_url``): every response format, streaming that really streams (bytes and server-sent
+events arrive while the engine is still at work), stored voices, and errors in OpenAI's shape
+(which the SDK turns into its own exception types)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from tests import metrics_scrape
 from tests.audio_checks import decode
 from tests.integration.test_tts_api import wav_bytes
 from tests.servers import ServerProcess
@@ -36,13 +38,19 @@ def test_sdk_gets_audio_in_every_format(client: openai.OpenAI, server: ServerPro
     assert samples.shape[0] / got_rate == pytest.approx(expected.shape[0] / 44_100, abs=0.08)
 
 
-def test_sdk_streaming_response(client: openai.OpenAI) -> None:
+def test_sdk_streaming_response_arrives_while_the_engine_works(start_server) -> None:
+    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     with client.audio.speech.with_streaming_response.create(
         model="s1-mini", voice="default", input=TEXT * 3, response_format="pcm"
     ) as response:
-        parts = list(response.iter_bytes(4096))
-    assert len(parts) > 1
-    assert sum(len(p) for p in parts) % 2 == 0
+        parts = response.iter_bytes()  # as the bytes arrive: no re-chunking that would hide a whole body
+        first = next(part for part in parts if part)
+        assert metrics_scrape.value(server.url, "voice_in_flight_requests") == 1.0, "the engine is still at work"
+        rest = b"".join(parts)
+    plain = httpx.post(f"{server.url}/v1/tts", json={"text": TEXT * 3, "format": "pcm"}, timeout=60).content
+    assert first + rest == plain
+    assert len(rest) > 5 * len(first)
 
 
 def test_speed_changes_duration(client: openai.OpenAI) -> None:
@@ -82,6 +90,19 @@ def test_empty_input_is_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.speech.create(model="s1-mini", voice="default", input="   ")
     assert caught.value.body["code"] == "empty_text"
+
+
+def test_server_sent_events_arrive_while_the_engine_works(start_server) -> None:
+    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
+    body = {"model": "s1-mini", "voice": "default", "input": TEXT * 3, "response_format": "pcm", "stream_format": "sse"}
+    with httpx.stream("POST", f"{server.url}/v1/audio/speech", json=body, timeout=60) as response:
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(first[len("data: "):])["type"] == "speech.audio.delta"
+        assert metrics_scrape.value(server.url, "voice_in_flight_requests") == 1.0, "the engine is still at work"
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert json.loads(rest[-1][len("data: "):])["type"] == "speech.audio.done"
+    assert len(rest) > 5
 
 
 def test_server_sent_events(server: ServerProcess) -> None:

@@ -1,6 +1,8 @@
-"""The scheduler seen over HTTP: streaming really streams, a full queue answers 429 with
-Retry-After, a client that goes away frees the engine, slow synthesis times out, and the
-server reports ready only after the engine is loaded and warmed up.
+"""The scheduler seen over HTTP: streaming really streams (WAV samples and Opus audio pages
+leave while the engine is still at work), a full queue answers 429 with Retry-After, a client
+that goes away frees the engine (running or queued, and the server survives it), slow synthesis
+times out (a 504, or a cut connection once audio is out), and the server reports ready only
+after the engine is loaded and warmed up.
 
 The mock engine's per-chunk cost (``VOICE_MOCK_CHUNK_COST_MS``) makes generation take real
 time, so the order of events can be checked through ``/metrics`` without timing asserts.
@@ -8,28 +10,46 @@ time, so the order of events can be checked through ``/metrics`` without timing 
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 
 import httpx
+import pytest
 
-from tests import metrics_scrape
+from tests import audio_checks, metrics_scrape
 from tests.servers import ServerProcess
 
 LONG_TEXT = "This sentence takes a while to say out loud. " * 6  # about 30 chunks of audio
 
 
-def test_stream_sends_first_audio_before_the_last_is_made(start_server) -> None:
+def audio_started(fmt: str, received: bytes) -> bool:
+    """WAV: samples after the 44-byte header; Opus: an audio page (granule > 0), not only
+    the OpusHead and OpusTags pages."""
+    if fmt == "wav":
+        return len(received) > 44
+    return max(audio_checks.ogg_granules(received), default=0) > 0
+
+
+@pytest.mark.parametrize("fmt", ["wav", "opus"])
+def test_stream_sends_audio_before_the_last_is_made(start_server, fmt: str) -> None:
     server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
-    body = {"text": LONG_TEXT, "streaming": True, "format": "wav"}
+    body = {"text": LONG_TEXT, "streaming": True, "format": fmt}
     with httpx.stream("POST", f"{server.url}/v1/tts", json=body, timeout=60) as response:
         assert response.status_code == 200
         stream = response.iter_raw()
-        first = next(stream)
-        # The engine is still generating while we hold the first bytes.
+        received = b""
+        for part in stream:
+            received += part
+            if audio_started(fmt, received):
+                break
+        assert audio_started(fmt, received), "no audio at all"
+        # The engine is still generating while we hold the first audio.
         assert metrics_scrape.value(server.url, "voice_in_flight_requests") == 1.0
         rest = b"".join(stream)
-    assert first[:4] == b"RIFF"
-    assert len(rest) > 10 * len(first[44:])
+    assert received[:4] == {"wav": b"RIFF", "opus": b"OggS"}[fmt]
+    assert len(rest) > 10 * len(received)
+    assert audio_checks.duration(received + rest, fmt) > 2.0
 
 
 def test_full_queue_is_429_with_retry_after(start_server) -> None:
@@ -56,12 +76,14 @@ def test_full_queue_is_429_with_retry_after(start_server) -> None:
     assert metrics_scrape.value(server.url, "voice_rejected_requests_total") == 1.0
 
 
-def test_client_going_away_stops_the_work(start_server) -> None:
+@pytest.mark.parametrize("fmt", ["wav", "mp3"])  # mp3: an FFmpeg encoder abandoned mid-stream
+def test_client_going_away_stops_the_work(start_server, fmt: str) -> None:
     server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
     full_seconds = len(httpx.post(f"{server.url}/v1/tts", json={"text": LONG_TEXT, "format": "pcm"}, timeout=60).content) / 2 / 44_100
     before = metrics_scrape.value(server.url, "voice_audio_seconds_total")
 
-    with httpx.stream("POST", f"{server.url}/v1/tts", json={"text": LONG_TEXT, "streaming": True}, timeout=60) as r:
+    body = {"text": LONG_TEXT, "streaming": True, "format": fmt}
+    with httpx.stream("POST", f"{server.url}/v1/tts", json=body, timeout=60) as r:
         next(r.iter_raw())
     # The connection is closed mid-stream: the job is cancelled and the gauges return to zero.
     assert metrics_scrape.wait_for(server.url, "voice_in_flight_requests", 0.0) == 0.0
@@ -72,6 +94,11 @@ def test_client_going_away_stops_the_work(start_server) -> None:
     closed = {"route": "/v1/tts", "status": "499"}
     assert metrics_scrape.value(server.url, "voice_http_requests_total", closed) == 1.0
     assert metrics_scrape.value(server.url, "voice_http_requests_total", {"route": "/v1/tts", "status": "500"}) == 0.0
+    # The server lives on. (An abandoned encoder crashed it once it was garbage-collected, which
+    # may take longer than this; test_encoders proves that crash gone deterministically.)
+    for _ in range(3):
+        assert httpx.post(f"{server.url}/v1/tts", json={"text": "Still here?", "format": fmt}, timeout=60).status_code == 200
+    assert server.process is not None and server.process.poll() is None
     assert "Traceback" not in server.log_path.read_text()
 
 
@@ -79,14 +106,22 @@ def test_waiting_request_whose_client_left_leaves_the_queue(start_server) -> Non
     server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "100"})
     with httpx.stream("POST", f"{server.url}/v1/tts", json={"text": LONG_TEXT, "streaming": True}, timeout=60) as r:
         chunks = r.iter_raw()
-        next(chunks)
-        with httpx.Client(timeout=0.5) as impatient:
-            try:
-                impatient.post(f"{server.url}/v1/tts", json={"text": "I will not wait."})
-            except httpx.ReadTimeout:
-                pass  # the client gives up while its request waits in the queue
+        next(chunks)  # the engine is busy with this one
+        body = json.dumps({"text": "I will not wait."}).encode()
+        head = f"POST /v1/tts HTTP/1.1\r\nHost: {server.url[7:]}\r\nContent-Type: application/json\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as impatient:
+            impatient.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            assert metrics_scrape.wait_for(server.url, "voice_queue_depth", 1.0) == 1.0, "queued"
+        # The client hung up while its request waited: it leaves the queue, the running one goes on.
         assert metrics_scrape.wait_for(server.url, "voice_queue_depth", 0.0) == 0.0
         assert metrics_scrape.value(server.url, "voice_in_flight_requests") == 1.0
+        left = {"route": "/v1/tts", "status": "499"}
+        assert metrics_scrape.value(server.url, "voice_http_requests_total", left) == 1.0
+        rest = b"".join(chunks)
+    assert len(rest) > 0
+    assert metrics_scrape.wait_for(server.url, "voice_in_flight_requests", 0.0) == 0.0
+    served = {"route": "/v1/tts", "status": "200"}
+    assert metrics_scrape.value(server.url, "voice_http_requests_total", served) == 1.0, "only the running one"
 
 
 def test_slow_synthesis_times_out_with_504(start_server) -> None:
@@ -95,6 +130,21 @@ def test_slow_synthesis_times_out_with_504(start_server) -> None:
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "timeout"
     assert metrics_scrape.wait_for(server.url, "voice_in_flight_requests", 0.0) == 0.0
+
+
+def test_a_timeout_after_audio_was_sent_cuts_the_connection(start_server) -> None:
+    server: ServerProcess = start_server({"VOICE_MOCK_CHUNK_COST_MS": "200", "VOICE_REQUEST_TIMEOUT_SECONDS": "2"})
+    received = b""
+    body = {"text": LONG_TEXT, "streaming": True, "format": "pcm"}
+    with httpx.stream("POST", f"{server.url}/v1/tts", json=body, timeout=60) as response:
+        assert response.status_code == 200  # the headers left with the first audio, before the timeout
+        # A clean end here would pass for complete audio: the client must see a broken body.
+        with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+            for part in response.iter_raw():
+                received += part
+    assert len(received) > 0
+    assert metrics_scrape.wait_for(server.url, "voice_in_flight_requests", 0.0) == 0.0
+    assert httpx.post(f"{server.url}/v1/tts", json={"text": "Short."}, timeout=60).status_code == 200
 
 
 def test_ready_only_after_warm_up(start_server) -> None:

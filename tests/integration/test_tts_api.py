@@ -1,5 +1,5 @@
 """``POST /v1/tts`` over real HTTP: both body encodings, every format, determinism,
-references, and the error table (each bad request gets its status and a JSON error, and the
+references, ``prosody.volume`` as a gain in dB, and the error table (each bad request gets its status and a JSON error, and the
 server keeps serving)."""
 
 from __future__ import annotations
@@ -82,6 +82,27 @@ def test_max_new_tokens_bounds_audio(server: ServerProcess) -> None:
     bounded = tts(server, {"text": SENTENCE * 3, "max_new_tokens": 20})
     seconds = soundfile.info(io.BytesIO(bounded.content)).duration
     assert seconds == pytest.approx(20 * 2048 / 44_100, abs=0.01)  # 20 codec frames of 2048 samples
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+
+
+@pytest.mark.parametrize(("gain_db", "streaming"), [(-12.0, False), (6.0, True)])
+def test_prosody_volume_is_a_gain_in_db(server: ServerProcess, gain_db: float, streaming: bool) -> None:
+    body = {"text": SENTENCE, "format": "pcm", "seed": 3, "streaming": streaming}
+    plain = decode(tts(server, body).content, "pcm")[0]
+    gained = decode(tts(server, {**body, "prosody": {"volume": gain_db}}).content, "pcm")[0]
+    assert gained.shape == plain.shape
+    assert 20 * np.log10(rms(gained) / rms(plain)) == pytest.approx(gain_db, abs=0.05)
+
+
+def test_prosody_volume_beyond_full_scale_clips(server: ServerProcess) -> None:
+    body = {"text": SENTENCE, "format": "pcm", "seed": 3}
+    plain = decode(tts(server, body).content, "pcm")[0]
+    loud = decode(tts(server, {**body, "prosody": {"volume": 20.0}}).content, "pcm")[0]  # x10 of a 0.3 tone
+    assert np.abs(loud).max() == pytest.approx(1.0, abs=1e-4)
+    assert np.all(loud * plain >= 0), "clipped at full scale, never wrapped around to the other sign"
 
 
 def test_inline_reference_in_msgpack_and_base64_json(server: ServerProcess) -> None:

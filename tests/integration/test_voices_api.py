@@ -74,5 +74,5 @@ def test_upload_must_be_multipart(server: ServerProcess) -> None:
 @pytest.mark.parametrize("path", ["/v1/voices/..%2F..%2Fetc", "/v1/voices/%2E%2E"])
 def test_traversal_ids_in_the_path_are_refused(server: ServerProcess, path: str) -> None:
     response = httpx.get(f"{server.url}{path}")
-    assert response.status_code in (400, 404)
-    assert "error" in response.json()
+    assert response.status_code == 400  # refused as an id, not merely not found
+    assert (response.json()["error"]["code"], response.json()["error"]["field"]) == ("invalid_voice", "voice_id")

@@ -3,20 +3,25 @@
 Every format must round-trip: decoded with soundfile (WAV, FLAC) or PyAV (every compressed
 format) it has the right sample rate, one channel and the duration we put in. Streaming has
 its own promises: a WAV stream starts with a header that says "unknown length", compressed
-streams produce bytes before ``finish()``, and a whole (non-streamed) WAV has exact sizes.
+streams send decodable audio before ``finish()`` (Opus: audio pages, not only its header
+pages), and a whole (non-streamed) WAV has exact sizes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
+import subprocess
+import sys
 
 import av
 import numpy as np
 import pytest
 import soundfile
-
 from voice_inference import encoders
+
+from tests import audio_checks
 
 RATE = 44_100
 CHUNK = 4096  # not a multiple of any codec's frame size, on purpose
@@ -136,14 +141,30 @@ def test_wav_header_function() -> None:
 
 
 @pytest.mark.parametrize("fmt", COMPRESSED)
-def test_streamed_compressed_formats_emit_bytes_before_finish(fmt: str) -> None:
-    encoder = encoders.create(fmt, RATE, streaming=True)  # type: ignore[arg-type]
-    early = b"".join(encoder.encode(chunk) for chunk in chunks_of(tone(1.0)))
-    assert len(early) > 0
-    rest = encoder.finish()
-    assert early[:4] in (b"OggS", b"fLaC") or early[:3] == b"ID3" or early[0] == 0xFF, "the stream starts at its start"
-    rate, channels, _, _ = decode_with_av(early + rest)
-    assert (rate, channels) == (OUTPUT_RATE.get(fmt, RATE), 1)
+def test_streamed_compressed_formats_emit_audio_before_finish(fmt: str) -> None:
+    seconds = 1.0
+    with contextlib.closing(encoders.create(fmt, RATE, streaming=True)) as encoder:  # type: ignore[arg-type]
+        early = b"".join(encoder.encode(chunk) for chunk in chunks_of(tone(seconds)))
+        assert early[:4] in (b"OggS", b"fLaC") or early[:3] == b"ID3" or early[0] == 0xFF, "starts at its start"
+        # Headers alone would not do: most of the audio must decode from what left before finish().
+        rate, channels, early_seconds, _ = decode_with_av(early)
+        assert (rate, channels) == (OUTPUT_RATE.get(fmt, RATE), 1)
+        assert early_seconds > seconds / 2
+        rest = encoder.finish()
+    assert decode_with_av(early + rest)[2] == pytest.approx(seconds, abs=DURATION_TOLERANCE_S)
+
+
+def test_streamed_opus_sends_audio_pages_as_it_goes() -> None:
+    reached = []  # the furthest granule (48 kHz samples) sent after each 100 ms chunk
+    sent = b""
+    with contextlib.closing(encoders.create("opus", RATE, streaming=True)) as encoder:
+        for chunk in chunks_of(tone(1.0), RATE // 10):
+            sent += encoder.encode(chunk)
+            reached.append(max(audio_checks.ogg_granules(sent), default=0))
+    assert audio_checks.ogg_granules(sent)[:2] == [0, 0], "OpusHead and OpusTags come first"
+    assert reached[4] > 0, "audio pages leave within the first half second, not only the headers"
+    assert reached[-1] > 0.7 * 48_000, "most of the second is out before finish()"
+    assert reached == sorted(reached)
 
 
 @pytest.mark.parametrize("fmt", COMPRESSED)
@@ -177,6 +198,31 @@ def test_finish_twice_is_safe_for_compressed_streams() -> None:
     assert encoder.finish() == b""
 
 
+# Run in a child process: collecting an FFmpeg muxer that has written data and was never
+# closed crashes the interpreter (SIGSEGV), which would take the test run down with it.
+ABANDON_MID_STREAM = """
+import gc, sys
+import numpy as np
+from voice_inference import encoders
+for streaming in (True, False):
+    encoder = encoders.create(sys.argv[1], 44_100, streaming=streaming)
+    encoder.encode(np.full(44_100, 0.1, dtype=np.float32))
+    encoder.close()  # what a response that ends early calls instead of finish()
+    assert encoder.encode(np.full(4_410, 0.1, dtype=np.float32)) == b""
+    del encoder
+    gc.collect()
+print("collected")
+"""
+
+
+@pytest.mark.parametrize("fmt", COMPRESSED)
+def test_an_encoder_closed_before_finish_is_released_safely(fmt: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ABANDON_MID_STREAM, fmt], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "collected"), result.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     ("fmt", "content_type"),
     [("wav", "audio/wav"), ("pcm", "audio/pcm"), ("mp3", "audio/mpeg"), ("opus", "audio/ogg"),
@@ -196,3 +242,30 @@ def test_other_sample_rates_are_kept() -> None:
         decoded_rate, channels, duration, _ = decode_with_av(data)
         assert (decoded_rate, channels) == (rate, 1)
         assert duration == pytest.approx(1.0, abs=DURATION_TOLERANCE_S)
+
+
+@pytest.mark.parametrize(("fmt", "rate"), [("wav", 24_000), ("pcm", 16_000), ("mp3", 22_050), ("flac", 48_000),
+                                           ("opus", 24_000)])  # fmt: skip
+def test_out_rate_resamples_in_the_stream_without_changing_duration_or_pitch(fmt: str, rate: int) -> None:
+    signal = tone(1.5, hz=440.0)
+    encoder = encoders.create(fmt, RATE, streaming=True, out_rate=rate)  # type: ignore[arg-type]
+    data = b"".join(encoder.encode(chunk) for chunk in chunks_of(signal)) + encoder.finish()
+    samples, got_rate, _ = audio_checks.decode(data, fmt, pcm_rate=rate)
+    if fmt != "opus":  # FFmpeg's Opus decoder always hands out 48 kHz; the codec ran at `rate`
+        assert got_rate == rate
+    assert samples.shape[0] / got_rate == pytest.approx(1.5, abs=DURATION_TOLERANCE_S)
+    # Still a 440 Hz tone: the spectrum's peak did not move with the rate.
+    spectrum = np.abs(np.fft.rfft(samples[: got_rate]))
+    assert np.fft.rfftfreq(got_rate, 1 / got_rate)[spectrum.argmax()] == pytest.approx(440, abs=3)
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus"])
+def test_bit_rate_sets_the_codec_rate(fmt: str) -> None:
+    signal = tone(4.0) + np.random.default_rng(0).normal(0, 0.05, int(4.0 * RATE)).astype(np.float32)
+
+    def size(bit_rate: int) -> int:
+        encoder = encoders.create(fmt, RATE, streaming=False, bit_rate=bit_rate)  # type: ignore[arg-type]
+        return len(b"".join(encoder.encode(chunk) for chunk in chunks_of(signal)) + encoder.finish())
+
+    low, high = size(24_000 if fmt == "opus" else 64_000), size(64_000 if fmt == "opus" else 192_000)
+    assert high > 2 * low

@@ -9,6 +9,7 @@ voice change the audio, make audio whose length follows the text and ``speed``, 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -163,8 +164,19 @@ def test_generate_before_load_is_an_engine_error() -> None:
         run(mock.MockEngine(), base.SynthesisRequest(text=TEXT))
 
 
-def test_warm_up_runs(engine: mock.MockEngine) -> None:
-    engine.warm_up()  # the base class's warm-up goes through generate()
+def test_warm_up_synthesizes_once_through_generate(engine: mock.MockEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[int] = []  # chunks of each generate() call, counted as the warm-up consumes them
+    original = engine.generate
+
+    def counting(request: base.SynthesisRequest, cancelled: threading.Event) -> Iterator[np.ndarray]:
+        made.append(0)
+        for chunk in original(request, cancelled):
+            made[-1] += 1
+            yield chunk
+
+    monkeypatch.setattr(engine, "generate", counting)
+    engine.warm_up()  # the base class's warm-up
+    assert len(made) == 1 and made[0] > 0, "one synthesis, whose audio was really made"
 
 
 def test_create_engine_builds_the_mock_with_its_chunk_cost() -> None:

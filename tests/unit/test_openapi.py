@@ -15,11 +15,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from voice_inference import api_system, app, errors, openapi, routes, schemas, voices
+from voice_inference import api_models, api_system, app, errors, openapi, routes, schemas, voices
 from voice_inference.settings import Settings
 
 # HEAD is added by aiohttp for every GET; OPTIONS routes are CORS preflights.
@@ -201,3 +203,42 @@ async def test_the_served_document_is_the_one_built(tmp_path: Path) -> None:
     response = await api_system.openapi_document(make_mocked_request("GET", "/openapi.json", app=application))
     assert isinstance(response, web.Response) and response.text is not None
     assert json.loads(response.text) == document
+
+
+def test_the_websocket_route_documents_its_upgrade_and_its_plain_http_answer(tmp_path: Path) -> None:
+    _, document = built(tmp_path)
+    responses = document["paths"]["/v1/tts/live"]["get"]["responses"]
+    assert set(responses) == {"101", "426"}
+    assert set(responses["426"]["headers"]) == {"Upgrade", "Sec-WebSocket-Version"}
+    assert "start" in document["paths"]["/v1/tts/live"]["get"]["description"]
+
+
+def test_fish_model_routes_document_their_query_form_and_links(tmp_path: Path) -> None:
+    _, document = built(tmp_path)
+    listing = document["paths"]["/model"]["get"]
+    assert [(p["name"], p["in"]) for p in listing["parameters"]] == [(name, "query") for name in schemas.ModelQuery.model_fields]
+    assert listing["parameters"][0]["schema"]["minimum"] == 1
+    upload = document["paths"]["/model"]["post"]
+    assert set(upload["requestBody"]["content"]) == {"multipart/form-data"}
+    form = document["components"]["schemas"]["ModelUpload"]
+    assert set(form["required"]) == {"title", "voices", "texts"} and form["additionalProperties"] is False
+    assert form["properties"]["voices"]["items"]["format"] == "binary"
+    assert set(upload["responses"]["201"]["links"]) == {"get_model", "delete_model"}
+    for method in ("get", "delete"):
+        (parameter,) = document["paths"]["/model/{voice_id}"][method]["parameters"]
+        assert parameter["schema"]["pattern"] == voices.VOICE_ID.pattern
+
+
+def test_a_fish_model_reply_is_valid_by_the_document(tmp_path: Path) -> None:
+    _, document = built(tmp_path)
+    stored = voices.StoredVoice(
+        id="narrator-1a2b3c4d", text="Hi.", samples=np.zeros(160, dtype=np.float32), sample_rate=16_000,
+        created_at="2026-12-01T00:00:00Z", revision="r1",
+    )  # fmt: skip
+    reply = api_models.model(stored).model_dump(by_alias=True)
+    assert (reply["_id"], reply["title"], reply["samples"][0]["text"]) == (stored.id, stored.id, "Hi.")
+    page = {"total": 1, "items": [reply]}
+    for name, value in (("FishModel", reply), ("FishModelPage", page)):
+        schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+        jsonschema.Draft202012Validator(schema).validate(value)
+    assert {"_id", "title", "samples", "created_at"} <= set(document["components"]["schemas"]["FishModel"]["required"])

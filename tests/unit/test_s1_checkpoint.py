@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip(
-    "torch", reason="torch is not installed: the S1 Mini tests need the [s1] extra (`make test` installs it)"
-)
+from tests import s1_support
+
+s1_support.require_engine()
 
 import torch  # noqa: E402
 import yaml  # noqa: E402

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip(
-    "torch", reason="torch is not installed: the S1 Mini tests need the [s1] extra (`make test` installs it)"
-)
+from tests import s1_support
+
+s1_support.require_engine()
 
 import torch  # noqa: E402
 from voice_inference.engines import base, s1_codec, s1_mini  # noqa: E402
 
-from tests.s1_support import tone  # noqa: E402
 
 pytestmark = pytest.mark.s1
 
@@ -117,13 +116,15 @@ def test_balanced_latency_sends_a_smaller_first_chunk(engine: s1_mini.S1MiniEngi
 def test_max_new_tokens_bounds_the_whole_request(engine: s1_mini.S1MiniEngine) -> None:
     long_text = " ".join(["A sentence that goes on."] * 6)
     for budget in (1, 7, 20):
-        assert joined(run(engine, text=long_text, chunk_length=30, max_new_tokens=budget)).size <= budget * HOP
+        assert 0 < joined(run(engine, text=long_text, chunk_length=30, max_new_tokens=budget)).size <= budget * HOP
 
 
+@pytest.mark.parametrize("condition", [True, False])
 def test_long_text_is_generated_segment_by_segment(
-    engine: s1_mini.S1MiniEngine, monkeypatch: pytest.MonkeyPatch
+    engine: s1_mini.S1MiniEngine, monkeypatch: pytest.MonkeyPatch, condition: bool
 ) -> None:
-    """Each segment gets its own prompt, conditioned on the segment before (so the voice holds)."""
+    """Each segment gets its own prompt, conditioned on the segment before (so the voice holds),
+    unless the request says not to (``condition_on_previous_chunks: false``)."""
     prompts: list[tuple[str, str | None]] = []
     original_prompt, original_frames = engine._prompt, engine._frames
 
@@ -138,11 +139,11 @@ def test_long_text_is_generated_segment_by_segment(
     monkeypatch.setattr(engine, "_prompt", spy)
     monkeypatch.setattr(engine, "_frames", three_frames)
     text = "First sentence here. Second one follows. And a third to finish."
-    audio = joined(run(engine, text=text, chunk_length=25, max_new_tokens=60))
+    audio = joined(run(engine, text=text, chunk_length=25, max_new_tokens=60, condition_on_previous=condition))
     assert prompts == [
         ("First sentence here.", None),
-        ("Second one follows.", "First sentence here."),
-        ("And a third to finish.", "Second one follows."),
+        ("Second one follows.", "First sentence here." if condition else None),
+        ("And a third to finish.", "Second one follows." if condition else None),
     ]
     assert audio.size == 9 * HOP
 
@@ -190,7 +191,7 @@ def test_cancelled_before_start_generates_nothing(engine: s1_mini.S1MiniEngine) 
 
 
 def test_reference_voice_changes_the_audio_and_is_cached(engine: s1_mini.S1MiniEngine) -> None:
-    voice = base.Reference(key="voice-a", audio=tone(1.0, 220.0), sample_rate=44_100, text="a low tone")
+    voice = base.Reference(key="voice-a", audio=s1_support.tone(1.0, 220.0), sample_rate=44_100, text="a low tone")
     plain = joined(run(engine))
     hits, misses = engine.reference_cache_hits, engine.reference_cache_misses
 
@@ -205,9 +206,11 @@ def test_reference_voice_changes_the_audio_and_is_cached(engine: s1_mini.S1MiniE
 
 def test_reference_codes_have_the_codec_shape_at_any_sample_rate(engine: s1_mini.S1MiniEngine) -> None:
     at_16k = engine.reference_codes(
-        base.Reference(key="k16", audio=tone(2.0, 300.0, 16_000), sample_rate=16_000, text="t")
+        base.Reference(key="k16", audio=s1_support.tone(2.0, 300.0, 16_000), sample_rate=16_000, text="t")
     )
-    at_44k = engine.reference_codes(base.Reference(key="k44", audio=tone(2.0, 300.0), sample_rate=44_100, text="t"))
+    at_44k = engine.reference_codes(
+        base.Reference(key="k44", audio=s1_support.tone(2.0, 300.0), sample_rate=44_100, text="t")
+    )
     assert at_16k.shape[0] == at_44k.shape[0] == engine.model.config.num_codebooks
     assert abs(at_16k.shape[1] - 2.0 * 44_100 / HOP) <= 1 and at_16k.shape[1] == at_44k.shape[1]
     assert int(at_44k[0].max()) < engine.model.config.codebook_size
@@ -215,7 +218,7 @@ def test_reference_codes_have_the_codec_shape_at_any_sample_rate(engine: s1_mini
 
 def test_reference_cache_is_bounded_lru_keyed_by_voice_and_content(engine: s1_mini.S1MiniEngine) -> None:
     def ref(key: str, hz: float) -> base.Reference:
-        return base.Reference(key=key, audio=tone(0.5, hz), sample_rate=44_100, text="t")
+        return base.Reference(key=key, audio=s1_support.tone(0.5, hz), sample_rate=44_100, text="t")
 
     engine._references.clear()
     engine.reference_codes(ref("a", 200.0))
@@ -232,7 +235,7 @@ def test_reference_cache_is_bounded_lru_keyed_by_voice_and_content(engine: s1_mi
 
 
 def test_a_prompt_that_fills_the_context_is_the_clients_to_fix(engine: s1_mini.S1MiniEngine) -> None:
-    voice = base.Reference(key="chatty", audio=tone(0.5, 220.0), sample_rate=44_100, text="word " * 600)
+    voice = base.Reference(key="chatty", audio=s1_support.tone(0.5, 220.0), sample_rate=44_100, text="word " * 600)
     with pytest.raises(base.RequestTooLarge, match="leaves no room"):
         run(engine, references=(voice,))
 
@@ -277,8 +280,21 @@ def test_generate_before_load_is_an_engine_error(tiny_checkpoint: Path) -> None:
         next(s1_mini.S1MiniEngine(tiny_checkpoint).generate(base.SynthesisRequest(text="hi"), threading.Event()))
 
 
-def test_warm_up_runs(engine: s1_mini.S1MiniEngine) -> None:
+def test_warm_up_synthesizes_once_through_generate(
+    engine: s1_mini.S1MiniEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[int] = []  # chunks of each generate() call, counted as the warm-up consumes them
+    original = engine.generate
+
+    def counting(request: base.SynthesisRequest, cancelled: threading.Event):
+        made.append(0)
+        for chunk in original(request, cancelled):
+            made[-1] += 1
+            yield chunk
+
+    monkeypatch.setattr(engine, "generate", counting)
     engine.warm_up()
+    assert len(made) == 1 and made[0] > 0, "one synthesis, whose audio was really made"
 
 
 def test_cache_spans_grow_with_the_request(engine: s1_mini.S1MiniEngine) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip(
-    "torch", reason="torch is not installed: the S1 Mini tests need the [s1] extra (`make test` installs it)"
-)
+from tests import s1_support
+
+s1_support.require_engine()
 
 import torch  # noqa: E402
 from voice_inference.engines import base, s1_mini  # noqa: E402

@@ -4,7 +4,8 @@ Covers: chunks arrive in order; admission control (``QueueFull`` once ``max_queu
 wait); a cancelled waiting job leaves the queue and the depth gauge at once; cancelling a
 running job stops the engine at its next chunk; an engine exception fails that job only
 (``EngineError``) and the next job works; ``NotReady`` before start, after a failed load and
-after close; model code never runs on the event loop thread; close with jobs in flight.
+after close; model code never runs on the event loop thread; close with jobs in flight; the
+stream of every cancelled job ends at once, waiting or running, even while the engine is busy.
 
 Test engines block on ``threading`` primitives the test releases, so every assertion is
 about order and state, never about timing.
@@ -177,9 +178,12 @@ async def test_a_cancelled_waiting_job_leaves_the_queue_at_once() -> None:
         running = scheduler.submit(request("running"))
         await wait_thread_event(engine.started)
         first, second = scheduler.submit(request("first")), scheduler.submit(request("second"))
+        consumer = asyncio.create_task(collect(first))  # iterating before the cancel, as a handler would
         assert gauge(metrics, "voice_queue_depth") == 2
         first.cancel()  # no await in between: the gauge must already tell the truth
         assert gauge(metrics, "voice_queue_depth") == 1
+        assert await consumer == [], "the cancelled job's stream ends, though the worker never saw it"
+        assert not engine.finished.is_set(), "...while the running job still holds the engine"
         engine.release()
         assert len(await collect(running)) == 1
         assert len(await collect(second)) == 1
@@ -201,12 +205,15 @@ async def test_cancelling_a_running_job_stops_the_engine_at_its_next_chunk() -> 
             assert int((await anext(iterator))[0]) == 0
             assert int((await anext(iterator))[0]) == 1
         assert gauge(metrics, "voice_in_flight_requests") == 1
+        reader = asyncio.create_task(anext(iterator, None))  # waits for a chunk the engine is not making
         job.cancel()
+        async with asyncio.timeout(WAIT_S):
+            assert await reader is None, "the job's stream ends at once"
+        assert not engine.finished.is_set(), "...while the engine is still inside its step"
         engine.release(1)  # let the engine reach its next chunk
         await wait_thread_event(engine.finished)
         assert engine.stopped_by_cancel
         assert engine.produced == 2
-        assert [chunk async for chunk in iterator] == []  # the job's stream ends cleanly
         engine.release()
         # The worker moved on: a new job is served, and the gauges are back to zero after it.
         assert len(await collect(scheduler.submit(request("next")))) == 1000
@@ -292,14 +299,20 @@ async def test_close_with_waiting_and_running_jobs() -> None:
     await wait_thread_event(engine.started)
     waiting = [scheduler.submit(request(f"waiting {i}")) for i in range(3)]
     engine.release(1)
+    consumers = [asyncio.create_task(collect(job)) for job in (running, *waiting)]
     closing = asyncio.create_task(scheduler.close())
-    await asyncio.sleep(0)  # close() has cancelled the jobs by its first await
+    # Every consumer's stream ends while the engine is still blocked in its step (close() waits
+    # for it): nobody is left waiting on a job that will never run.
+    results = await asyncio.gather(*consumers)
+    assert all(job.cancelled.is_set() for job in (running, *waiting))
+    assert results[1:] == [[], [], []]
+    assert len(results[0]) <= 1, "the running job ends with what it had made"
+    assert not closing.done()
     engine.release()
     async with asyncio.timeout(WAIT_S):
         await closing
     assert engine.closed
     assert engine.stopped_by_cancel and engine.produced < 1000, "close stops the running job"
-    assert all(job.cancelled.is_set() for job in (running, *waiting))
     assert engine.seen == ["running"]
     with pytest.raises(scheduler_mod.NotReady):
         scheduler.submit(request())

@@ -45,6 +45,7 @@ class SynthesisRequest:
     normalize: bool = True
     latency: Literal["normal", "balanced"] = "normal"
     speed: float = 1.0
+    condition_on_previous: bool = True  # long text: each segment continues from the previous one's audio
 
 
 class EngineError(RuntimeError):

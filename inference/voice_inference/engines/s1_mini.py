@@ -239,10 +239,10 @@ class S1MiniEngine(base.Engine):
                 held.append(tail)
             if held:
                 yield held[0] if request.speed == 1.0 else _time_stretch(np.concatenate(held), request.speed)
-            if decoder.frames:
+            if decoder.frames and request.condition_on_previous:
                 previous = (segment, decoder.codes().cpu())
-                if budget is not None:
-                    budget -= len(decoder.frames)
+            if decoder.frames and budget is not None:
+                budget -= len(decoder.frames)
 
     def _prompt(
         self,
