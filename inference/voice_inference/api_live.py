@@ -49,7 +49,10 @@ async def live(request: web.Request) -> web.WebSocketResponse:
     services = request.app[synthesis.SERVICES]
     ws = web.WebSocketResponse(max_msg_size=services.settings.max_body_bytes)
     if not ws.can_prepare(request).ok:
-        raise ApiError(400, "websocket_required", "/v1/tts/live is a WebSocket: connect with an Upgrade request")
+        raise ApiError(
+            426, "websocket_required", "/v1/tts/live is a WebSocket: connect with an Upgrade request",
+            headers={"Upgrade": "websocket", "Sec-WebSocket-Version": "13"},
+        )  # fmt: skip
     await ws.prepare(request)
     services.metrics.live_sessions.inc()
     try:

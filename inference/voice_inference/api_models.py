@@ -1,7 +1,9 @@
 """``/model``: Fish Audio's voice API (what the SDK's ``client.voices`` calls) over our voice store.
 
 The same store as ``/v1/voices`` (local, S3 or Hub; read-only where the store is), seen through
-Fish's "model" objects. What has no meaning here is mapped plainly:
+Fish's "model" objects (``schemas.FishModel``). Forms are read by ``parsing.read_form`` into the
+fields of ``schemas.ModelUpload`` (others are a 422), the query into ``schemas.ModelQuery``.
+What has no meaning here is mapped plainly:
 
 * ``title``: the id is made from it (``My Voice`` -> ``my-voice-<8 hex>``) and it reads back as
   the id; ``description``, ``tags``, ``visibility``, ``cover_image``, ``train_mode`` and
@@ -17,42 +19,41 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
 import numpy as np
 from aiohttp import web
 
-from voice_inference import api_voices, resample, synthesis, voices
+from voice_inference import api_voices, parsing, resample, schemas, synthesis, voices
 from voice_inference.errors import ApiError
 
-# Fish's author object is required by the SDK; every voice here belongs to the server.
-_AUTHOR = {"_id": "voice-service", "nickname": "voice-service", "avatar": ""}
+_FILES = frozenset({"voices", "cover_image"})  # the form fields (``schemas.ModelUpload``) sent as files
 
 
 async def list_models(request: web.Request) -> web.Response:
     store = request.app[synthesis.SERVICES].store
-    page_size = _int_param(request, "page_size", 10, 1, 100)
-    page_number = _int_param(request, "page_number", 1, 1, 1_000_000)
-    title = request.query.get("title", "").lower()
+    query = parsing.validate(schemas.ModelQuery, dict(request.query))
     with synthesis.store_errors(None, field=None):
         found = await store.list()
+    title = query.title.lower()
     matching = sorted((v for v in found if title in v.id.lower()), key=lambda v: (v.created_at, v.id), reverse=True)
-    start = (page_number - 1) * page_size
-    return web.json_response({"total": len(matching), "items": [model(v) for v in matching[start : start + page_size]]})
+    start = (query.page_number - 1) * query.page_size
+    page = [model(v) for v in matching[start : start + query.page_size]]
+    return web.json_response(schemas.FishModelPage(total=len(matching), items=page).model_dump(by_alias=True))
 
 
 async def get_model(request: web.Request) -> web.Response:
     store = request.app[synthesis.SERVICES].store
     voice = await synthesis.get_voice(store, request.match_info["voice_id"], field="voice_id")
-    return web.json_response(model(voice))
+    return web.json_response(model(voice).model_dump(by_alias=True))
 
 
 async def create_model(request: web.Request) -> web.Response:
     services = request.app[synthesis.SERVICES]
-    form = await api_voices.upload_form(request, fields="title, voices files, texts")
+    api_voices.check_writable(services.store)
+    form = await parsing.read_form(request, schemas.ModelUpload, files=_FILES)
     title = str(form.get("title", "")).strip()
-    files = [item.file.read() for item in form.getall("voices", []) if isinstance(item, web.FileField)]
-    texts = [str(text).strip() for text in form.getall("texts", [])]
+    files = [bytes(data) for data in form.get("voices", [])]
+    texts = [str(text).strip() for text in form.get("texts", [])]
     if not title:
         raise ApiError(422, "missing_field", "form field 'title' is required", field="title")
     if form.get("type", "tts") != "tts":
@@ -73,34 +74,15 @@ async def create_model(request: web.Request) -> web.Response:
     voice_id = new_id(title)
     with synthesis.store_errors(voice_id, field="title"):
         voice = await services.store.put(voice_id, samples, rate, " ".join(texts))
-    return web.json_response(model(voice), status=201)
+    return web.json_response(model(voice).model_dump(by_alias=True), status=201)
 
 
-def model(voice: voices.StoredVoice) -> dict[str, Any]:
+def model(voice: voices.StoredVoice) -> schemas.FishModel:
     """A stored voice as Fish Audio's model object (the SDK's ``Voice``)."""
-    return {
-        "_id": voice.id,
-        "type": "tts",
-        "title": voice.id,
-        "description": "",
-        "cover_image": "",
-        "train_mode": "fast",
-        "state": "trained",
-        "tags": [],
-        "samples": [{"title": voice.id, "text": voice.text, "task_id": voice.revision, "audio": ""}],
-        "created_at": voice.created_at,
-        "updated_at": voice.created_at,
-        "languages": [],
-        "visibility": "private",
-        "lock_visibility": False,
-        "like_count": 0,
-        "mark_count": 0,
-        "shared_count": 0,
-        "task_count": 0,
-        "liked": False,
-        "marked": False,
-        "author": _AUTHOR,
-    }
+    sample = schemas.FishSample(title=voice.id, text=voice.text, task_id=voice.revision, audio="")
+    return schemas.FishModel(
+        _id=voice.id, title=voice.id, samples=[sample], created_at=voice.created_at, updated_at=voice.created_at
+    )
 
 
 def new_id(title: str) -> str:
@@ -115,16 +97,3 @@ def join_audio(parts: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int]:
     rate = parts[0][1]
     converted = [resample.whole(samples, clip_rate, rate) for samples, clip_rate in parts]
     return np.concatenate(converted).astype(np.float32), rate
-
-
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(422, "invalid_field", f"{name}: must be an integer, not {raw!r}", field=name) from None
-    if not low <= value <= high:
-        raise ApiError(422, "invalid_field", f"{name}: must be between {low} and {high}", field=name)
-    return value

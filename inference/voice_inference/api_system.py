@@ -10,7 +10,10 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from voice_inference import openapi, synthesis
+from voice_inference import schemas, synthesis
+
+# Built once by ``app.build_app`` (``openapi.document``): it depends on the settings (API keys, limits).
+OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
 
 
 async def live(request: web.Request) -> web.Response:
@@ -18,12 +21,10 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    services = request.app[synthesis.SERVICES]
-    scheduler = services.scheduler
-    body = {"status": "ready" if scheduler.ready else "loading", "engine": scheduler.engine.name}
-    if scheduler.load_error:
-        body.update(status="failed", error=scheduler.load_error)
-    return web.json_response(body, status=200 if scheduler.ready else 503)
+    scheduler = request.app[synthesis.SERVICES].scheduler
+    status = "failed" if scheduler.load_error else "ready" if scheduler.ready else "loading"
+    body = schemas.Readiness(status=status, engine=scheduler.engine.name, error=scheduler.load_error or None)
+    return web.json_response(body.model_dump(exclude_none=True), status=200 if scheduler.ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -32,4 +33,4 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(openapi.document())
+    return web.json_response(request.app[OPENAPI_DOCUMENT])

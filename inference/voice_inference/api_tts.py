@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from voice_inference import parsing, schemas, synthesis
+from voice_inference import parsing, schemas, synthesis, voices
 from voice_inference.engines import base
 
 
@@ -28,6 +28,9 @@ async def resolve_references(
     body: schemas.TTSRequest, services: synthesis.Services, *, prefix: str = ""
 ) -> list[base.Reference]:
     """Inline references, else the stored ``reference_id``; ``prefix`` names the fields in errors."""
+    if body.reference_id:  # checked even when inline references take precedence
+        with synthesis.store_errors(body.reference_id, field=f"{prefix}reference_id"):
+            voices.validate_id(body.reference_id)
     references = [
         await synthesis.inline_reference(
             ref.audio, ref.text, services.settings, field=f"{prefix}references.{i}.audio"

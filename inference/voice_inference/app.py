@@ -1,4 +1,5 @@
-"""Assembles the aiohttp application: services, middlewares, routes, CORS, lifecycle.
+"""Assembles the aiohttp application: services, middlewares, routes (``routes.ROUTES``), their
+OpenAPI document, CORS, lifecycle.
 
 ``cli serve`` calls ``build_app`` and runs it; tests and benchmarks do the same with their
 own settings. The engine loads in the background after the server starts listening, so
@@ -13,9 +14,7 @@ import logging
 import aiohttp_cors
 from aiohttp import web
 
-from voice_inference import (
-    api_live, api_models, api_openai, api_system, api_tts, api_voices, middlewares, synthesis, voices,
-)
+from voice_inference import api_system, middlewares, openapi, routes, synthesis, voices
 from voice_inference.engines import base, create_engine, stepped
 from voice_inference.metrics import Metrics
 from voice_inference.scheduler import Scheduler
@@ -53,33 +52,20 @@ def build_app(
     app = web.Application(middlewares=stack, client_max_size=settings.max_body_bytes)
     app[synthesis.SERVICES] = services
 
-    routes = [
-        app.router.add_post("/v1/tts", api_tts.tts),
-        app.router.add_get("/v1/tts/live", api_live.live),
-        app.router.add_post("/v1/audio/speech", api_openai.speech),
-        app.router.add_get("/v1/voices", api_voices.list_voices),
-        app.router.add_post("/v1/voices", api_voices.create_voice),
-        app.router.add_get("/v1/voices/{voice_id}", api_voices.get_voice),
-        app.router.add_delete("/v1/voices/{voice_id}", api_voices.delete_voice),
-        app.router.add_get("/model", api_models.list_models),
-        app.router.add_post("/model", api_models.create_model),
-        app.router.add_get("/model/{voice_id}", api_models.get_model),
-        app.router.add_delete("/model/{voice_id}", api_voices.delete_voice),
-    ]
-    app.router.add_get("/health/live", api_system.live)
-    app.router.add_get("/health/ready", api_system.ready)
-    app.router.add_get("/metrics", api_system.metrics)
-    app.router.add_get("/openapi.json", api_system.openapi_document)
+    api_routes = routes.register(app)
+    app[api_system.OPENAPI_DOCUMENT] = openapi.document(
+        routes.ROUTES, auth=bool(keys), max_text_length=settings.max_text_length
+    )
 
     if settings.cors_allow_origins:
-        _enable_cors(app, routes, settings.cors_allow_origins)
+        _enable_cors(app, api_routes, settings.cors_allow_origins)
 
     app.on_startup.append(_start_engine)
     app.on_cleanup.append(_stop)
     return app
 
 
-def _enable_cors(app: web.Application, routes: list[web.AbstractRoute], origins: list[str]) -> None:
+def _enable_cors(app: web.Application, api_routes: list[web.AbstractRoute], origins: list[str]) -> None:
     """Browsers on the listed origins may call the API routes (preflight included)."""
     options = aiohttp_cors.ResourceOptions(
         allow_credentials=False,
@@ -89,7 +75,7 @@ def _enable_cors(app: web.Application, routes: list[web.AbstractRoute], origins:
         max_age=600,
     )
     cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
-    for route in routes:
+    for route in api_routes:
         cors.add(route)
 
 

@@ -7,12 +7,12 @@ A bad setting is reported as one readable line per field and exit code 2, never 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from voice_inference import logs
 from voice_inference.settings import Settings
 
 
@@ -63,9 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
             name = f"VOICE_{field.upper()}" if field else "settings"
             print(f"voice-inference: invalid setting {name}: {error['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(settings.log_level)
     from voice_inference.app import build_app  # after settings: a bad setting fails fast
 
     try:

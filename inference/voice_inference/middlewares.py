@@ -2,7 +2,9 @@
 
 ``app.build_app`` installs them. The error middleware is why no client ever sees a stack
 trace: ``ApiError`` and aiohttp's own HTTP exceptions (404 route, 405 method, 413 body) become
-JSON in the route's error shape; anything unexpected is logged and answered 500 in JSON.
+JSON in the route's error shape, and so do aiohttp's parse errors of a body it was reading
+(chunked framing, ``Content-Encoding``): the client's mistake, a 400 and one log line. Anything
+unexpected is logged with its traceback and answered 500 in JSON.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return errors.response(exc, openai=openai)
     except ConnectionResetError:
         raise  # the client left mid-response; aiohttp closes quietly, nothing to answer
+    except errors.UNPARSEABLE as exc:
+        message = errors.unparseable_reason(exc)
+        log.info("malformed request body on %s %s: %s", request.method, request.path, message)
+        error = ApiError(400, "malformed_body", f"request body is malformed: {message}")
+        return errors.response(error, openai=openai)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

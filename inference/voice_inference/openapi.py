@@ -1,151 +1,158 @@
 """The OpenAPI 3.1 document of the whole HTTP API, served at ``/openapi.json``.
 
-Request and response bodies come from the pydantic models in ``schemas`` (one source of
-truth); the paths below say which model each route takes and what it can answer. A test
-checks that every registered route is described here.
+Generated, never hand-kept: ``app.build_app`` calls ``document`` with the route table
+(``routes.ROUTES``) and what the settings change. Bodies, replies and errors are the pydantic
+models in ``schemas`` that the handlers validate and answer with; the error shape of a path is
+``errors.body_model``, the one the error middleware renders; the bearer requirement appears
+only when API keys are configured, as the auth middleware is installed only then.
 """
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Any
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from voice_inference import __version__, schemas
+from voice_inference import __version__, errors, schemas
 
-_AUDIO = {
-    f"audio/{kind}": {"schema": {"type": "string", "format": "binary"}}
-    for kind in ("wav", "pcm", "mpeg", "ogg", "flac", "aac")
-}
-_MODELS: tuple[type[BaseModel], ...] = (
-    schemas.TTSRequest, schemas.SpeechRequest, schemas.VoiceInfo, schemas.VoiceList, schemas.ErrorBody,
-)  # fmt: skip
-
-
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    content = {"application/json": {"schema": _ref(schemas.ErrorBody)}}
-    return {str(status): {"description": _REASONS[status], "content": content} for status in statuses}
-
+if TYPE_CHECKING:
+    from voice_inference.routes import Route
 
 _REASONS = {
-    400: "Bad input (empty text, unreadable audio, malformed body)",
+    400: "Bad input (blank text, unreadable audio, malformed body, invalid voice id)",
     401: "Missing or invalid API key",
     404: "Unknown voice",
     405: "Voice storage is read-only",
     413: "Text, reference audio or body too large",
     415: "Unsupported content type",
-    422: "A field is invalid, or the text produced no audio",
+    422: "A field is invalid or missing, or the text produced no audio",
+    426: "Not a WebSocket handshake: this route speaks only WebSocket",
     429: "Queue full; see Retry-After",
+    500: "The engine failed to synthesize",
     503: "Engine not ready, or voice storage unavailable",
     504: "Synthesis timed out",
 }
-_SYNTH_ERRORS = (400, 401, 404, 413, 415, 422, 429, 503, 504)
+_STRING = {"schema": {"type": "string"}}
+_HEADERS = {
+    401: {"WWW-Authenticate": {**_STRING, "required": True}},
+    405: {"Allow": {**_STRING, "required": True}},
+    426: {"Upgrade": {**_STRING, "required": True}, "Sec-WebSocket-Version": {**_STRING, "required": True}},
+    429: {"Retry-After": {**_STRING, "required": True}},
+    503: {"Retry-After": _STRING},
+}
+_PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 
 
-def _json_body(model: type[BaseModel], *, msgpack: bool) -> dict[str, Any]:
-    content = {"application/json": {"schema": _ref(model)}}
-    if msgpack:
-        content["application/msgpack"] = {"schema": _ref(model)}
-    return {"required": True, "content": content}
-
-
-def _ok(description: str, content: dict[str, Any]) -> dict[str, Any]:
-    return {"200": {"description": description, "content": content}}
-
-
-def _json(model: type[BaseModel] | None = None) -> dict[str, Any]:
-    return {"application/json": {"schema": _ref(model) if model else {"type": "object"}}}
-
-
-@cache
-def document() -> dict[str, Any]:
+def document(routes: Sequence[Route], *, auth: bool, max_text_length: int) -> dict[str, Any]:
+    """The document for these routes; ``auth``: API keys are required; ``max_text_length``: the
+    setting that ``schemas.TEXT_LIMIT`` stands for."""
     _, definitions = models_json_schema(
-        [(model, "validation") for model in _MODELS], ref_template="#/components/schemas/{model}"
+        [(model, "validation") for model in _models(routes)], ref_template="#/components/schemas/{model}"
     )
-    voice_id = [{"name": "voice_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-    return {
+    components: dict[str, Any] = {"schemas": _fill_limits(definitions["$defs"], max_text_length=max_text_length)}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, auth=auth)
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "voice-service inference API", "version": __version__},
-        "components": {
-            "schemas": definitions["$defs"],
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
-        "paths": {
-            "/v1/tts": {"post": {
-                "summary": "Synthesize speech (Fish Audio compatible; JSON or msgpack)",
-                "requestBody": _json_body(schemas.TTSRequest, msgpack=True),
-                "responses": {**_ok("Audio in the requested format", _AUDIO), **_errors(*_SYNTH_ERRORS)},
-            }},
-            "/v1/tts/live": {"get": {
-                "summary": "Realtime synthesis over a WebSocket (Fish Audio's protocol): msgpack events "
-                           "start (request: a TTSRequest without text), text, flush, stop in; audio and "
-                           "finish (reason stop, or error with status, code, message, field) out",
-                "responses": {"101": {"description": "Switching to the WebSocket"}, **_errors(400, 401)},
-            }},
-            "/v1/audio/speech": {"post": {
-                "summary": "Synthesize speech (OpenAI compatible; errors in OpenAI's shape)",
-                "requestBody": _json_body(schemas.SpeechRequest, msgpack=False),
-                "responses": {
-                    **_ok("Audio, streamed; or server-sent events", {**_AUDIO, "text/event-stream": {}}),
-                    **_errors(*_SYNTH_ERRORS),
-                },
-            }},
-            "/v1/voices": {
-                "get": {"summary": "List stored voices", "responses": {
-                    **_ok("The voices", _json(schemas.VoiceList)), **_errors(401, 503)}},
-                "post": {
-                    "summary": "Store a voice (multipart: id, audio file, text)",
-                    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                        "type": "object", "required": ["id", "audio", "text"],
-                        "properties": {"id": {"type": "string"}, "text": {"type": "string"},
-                                       "audio": {"type": "string", "format": "binary"}},
-                    }}}},
-                    "responses": {"201": {"description": "Stored", "content": _json(schemas.VoiceInfo)},
-                                  **_errors(400, 401, 405, 413, 415, 422, 503)},
-                },
-            },
-            "/v1/voices/{voice_id}": {
-                "get": {"summary": "One stored voice", "parameters": voice_id, "responses": {
-                    **_ok("The voice", _json(schemas.VoiceInfo)), **_errors(400, 401, 404, 503)}},
-                "delete": {"summary": "Delete a stored voice", "parameters": voice_id, "responses": {
-                    **_ok("Deleted", _json()), **_errors(400, 401, 404, 405, 503)}},
-            },
-            "/model": {
-                "get": {"summary": "Voices as Fish Audio models, paginated ({total, items})", "parameters": [
-                    {"name": name, "in": "query", "required": False, "schema": {"type": kind}}
-                    for name, kind in (("page_size", "integer"), ("page_number", "integer"), ("title", "string"))
-                ], "responses": {**_ok("The page", _json()), **_errors(401, 422, 503)}},
-                "post": {
-                    "summary": "Store a voice, Fish Audio style (multipart: title, voices files, texts)",
-                    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                        "type": "object", "required": ["title", "voices", "texts"],
-                        "properties": {"title": {"type": "string"},
-                                       "voices": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                                       "texts": {"type": "array", "items": {"type": "string"}}},
-                    }}}},
-                    "responses": {"201": {"description": "Stored", "content": _json()},
-                                  **_errors(400, 401, 405, 413, 415, 422, 503)},
-                },
-            },
-            "/model/{voice_id}": {
-                "get": {"summary": "One voice as a Fish Audio model", "parameters": voice_id, "responses": {
-                    **_ok("The voice", _json()), **_errors(400, 401, 404, 503)}},
-                "delete": {"summary": "Delete a stored voice", "parameters": voice_id, "responses": {
-                    **_ok("Deleted", _json()), **_errors(400, 401, 404, 405, 503)}},
-            },
-            "/health/live": {"get": {"summary": "Liveness", "security": [], "responses": _ok("Alive", _json())}},
-            "/health/ready": {"get": {"summary": "Readiness: engine loaded and warmed up", "security": [],
-                                      "responses": {**_ok("Ready", _json()), "503": {"description": "Not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
-                                 "responses": _ok("Metrics", {"text/plain": {}})}},
-            "/openapi.json": {"get": {"summary": "This document", "security": [],
-                                      "responses": _ok("OpenAPI 3.1", _json())}},
-        },
-    }  # fmt: skip
+        "components": components,
+        "paths": paths,
+    }
+    if auth:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return doc
+
+
+def _operation(route: Route, *, auth: bool) -> dict[str, Any]:
+    responses = {str(status): _reply(route, status) for status in route.replies}
+    statuses = sorted({*route.errors, *([401] if auth and not route.open else [])})
+    responses.update({str(status): _error(route.path, status) for status in statuses})
+    operation: dict[str, Any] = {"operationId": route.name, "summary": route.summary, "responses": responses}
+    if route.description:
+        operation["description"] = route.description
+    parameters = _path_parameters(route) + _query_parameters(route)
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body is not None:
+        schema = _ref(route.body.model)
+        content = {media_type: {"schema": schema} for media_type in sorted(route.body.media_types)}
+        operation["requestBody"] = {"required": True, "content": content}
+    if auth and route.open:
+        operation["security"] = []
+    return operation
+
+
+def _reply(route: Route, status: int) -> dict[str, Any]:
+    reply = route.replies[status]
+    response: dict[str, Any] = {"description": reply.description}
+    if reply.content:
+        response["content"] = {
+            media_type: {"schema": _ref(model)} if model else {} for media_type, model in reply.content.items()
+        }
+    if route.links and 200 <= status < 300:
+        response["links"] = {
+            name: {"operationId": name, "parameters": dict(parameters)} for name, parameters in route.links.items()
+        }
+    return response
+
+
+def _error(path: str, status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _REASONS[status],
+        "content": {"application/json": {"schema": _ref(errors.body_model(path))}},
+    }
+    if status in _HEADERS:
+        response["headers"] = _HEADERS[status]
+    return response
+
+
+def _path_parameters(route: Route) -> list[dict[str, Any]]:
+    names = _PATH_PARAMETER.findall(route.path)
+    missing = set(names) - set(route.path_parameters)
+    if missing:
+        raise ValueError(f"{route.method} {route.path}: no type declared for path parameters {sorted(missing)}")
+    return [
+        {"name": name, "in": "path", "required": True, "schema": TypeAdapter(route.path_parameters[name]).json_schema()}
+        for name in names
+    ]
+
+
+def _query_parameters(route: Route) -> list[dict[str, Any]]:
+    if route.query is None:
+        return []
+    schema = route.query.model_json_schema()
+    required = set(schema.get("required", ()))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def _models(routes: Iterable[Route]) -> list[type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {}
+    for route in routes:
+        models = [model for reply in route.replies.values() for model in reply.content.values() if model]
+        models += [errors.body_model(route.path)] + ([route.body.model] if route.body else [])
+        found.update((model.__name__, model) for model in models)
+    return list(found.values())
+
+
+def _fill_limits(node: Any, *, max_text_length: int) -> Any:
+    """``schemas.TEXT_LIMIT`` markers become ``maxLength`` with the configured limit."""
+    if isinstance(node, dict):
+        filled = {key: _fill_limits(value, max_text_length=max_text_length) for key, value in node.items()}
+        if filled.pop(schemas.TEXT_LIMIT, None) is not None:
+            filled["maxLength"] = max_text_length
+        return filled
+    if isinstance(node, list):
+        return [_fill_limits(value, max_text_length=max_text_length) for value in node]
+    return node
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from aiohttp import web
 
-from voice_inference import audio, encoders, voices
+from voice_inference import audio, encoders, schemas, voices
 from voice_inference.engines import base
 from voice_inference.errors import ApiError
 from voice_inference.metrics import Metrics
@@ -46,7 +46,8 @@ SERVICES = web.AppKey("services", Services)
 
 
 def check_text(text: str, settings: Settings, *, field: str) -> str:
-    if not text.strip():
+    """The rules of ``schemas.SynthesisText``: non-blank (400), at most ``max_text_length`` (413)."""
+    if not schemas.NON_BLANK.search(text):
         raise ApiError(400, "empty_text", f"{field} is empty or only whitespace", field=field)
     if len(text) > settings.max_text_length:
         raise ApiError(

@@ -144,9 +144,10 @@ async def test_bad_events_end_the_session_with_their_reason(server: ServerProces
         assert (await until_finish(ws))[1]["reason"] == "stop"
 
 
-async def test_a_plain_get_is_a_json_error(server: ServerProcess) -> None:
+async def test_a_plain_get_is_426_upgrade_required_as_json(server: ServerProcess) -> None:
     async with aiohttp.ClientSession() as session, session.get(f"{server.url}/v1/tts/live") as response:
-        assert response.status == 400
+        assert response.status == 426
+        assert (response.headers["Upgrade"], response.headers["Sec-WebSocket-Version"]) == ("websocket", "13")
         assert (await response.json())["error"]["code"] == "websocket_required"
 
 

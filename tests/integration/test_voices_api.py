@@ -13,10 +13,10 @@ from tests.servers import ServerProcess
 def upload(server: ServerProcess, voice_id: str | None = "alice", text: str | None = "Hello, I am Alice.",
            audio: bytes | None = None) -> httpx.Response:  # fmt: skip
     data = {key: value for key, value in (("id", voice_id), ("text", text)) if value is not None}
-    # b"-" leaves the audio out (another file keeps the body multipart).
+    files: dict[str, tuple[str | None, bytes | str, str] | tuple[None, str]]
     files = {"audio": ("alice.wav", wav_bytes() if audio is None else audio, "audio/wav")}
-    if audio == b"-":
-        files = {"notes": ("notes.txt", b"no audio here", "text/plain")}
+    if audio == b"-":  # leaves the audio out; sending the text fields as parts keeps the body multipart
+        files, data = {key: (None, value) for key, value in data.items()}, {}
     return httpx.post(f"{server.url}/v1/voices", data=data, files=files, timeout=30)
 
 

@@ -24,7 +24,11 @@ import numpy as np
 
 from voice_inference import audio
 
-VOICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Letters, digits, '.', '_', '-'; a letter or digit first; never '..' (each '.' is followed by
+# another character or ends the id). No lookaround, so the OpenAPI document can state the same
+# pattern (``schemas.VoiceId``) for any JSON Schema engine.
+VOICE_ID = re.compile(r"^[A-Za-z0-9](?:\.?[A-Za-z0-9_-])*\.?$")
+VOICE_ID_MAX = 128
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 TRANSCRIPT_SUFFIX = ".lab"
 
@@ -77,9 +81,14 @@ class StoredVoice:
         }
 
 
+def is_valid_id(voice_id: object) -> bool:
+    """Safe as one path segment and as an object key. ``fullmatch``: ``$`` alone would let a trailing newline in."""
+    return isinstance(voice_id, str) and len(voice_id) <= VOICE_ID_MAX and VOICE_ID.fullmatch(voice_id) is not None
+
+
 def validate_id(voice_id: str) -> str:
     """Accept only ids that are safe as one path segment and as an object key."""
-    if not isinstance(voice_id, str) or not VOICE_ID.match(voice_id) or ".." in voice_id:
+    if not is_valid_id(voice_id):
         raise InvalidVoice(
             "voice id must be 1-128 characters of letters, digits, '.', '_' or '-', "
             "start with a letter or digit, and not contain '..'"

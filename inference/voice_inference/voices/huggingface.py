@@ -189,7 +189,7 @@ class HfVoiceStore(remote.RemoteVoiceStore):
             if not isinstance(entry, RepoFile) or not entry.path.startswith(root):
                 continue
             parts = entry.path[len(root) :].split("/")
-            if len(parts) == 2 and base.VOICE_ID.match(parts[0]) and ".." not in parts[0]:
+            if len(parts) == 2 and base.is_valid_id(parts[0]):
                 folders.setdefault(parts[0], {})[parts[1]] = entry
         voices = {}
         for voice_id, files in folders.items():

@@ -52,7 +52,7 @@ class LocalVoiceStore(base.VoiceStore):
             return []
         voices = []
         for entry in sorted(self.root.iterdir()):
-            if entry.is_dir() and base.VOICE_ID.match(entry.name):
+            if entry.is_dir() and base.is_valid_id(entry.name):
                 try:
                     voices.append(self._read(entry.name))
                 except base.VoiceNotFound:
