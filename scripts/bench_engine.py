@@ -34,7 +34,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # fish-speech's decode loop draws a 
 
 import torch  # noqa: E402
 from loguru import logger  # noqa: E402
-from voice_inference.engines import base, s1_checkpoint, s1_codec, s1_mini  # noqa: E402
+from voice_inference.engines import base, s1_checkpoint, s1_codec, s1_mini, s1_random_checkpoint  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it takes a well deserved nap in the sun."
 HOP = 2048
@@ -167,7 +167,7 @@ def main() -> int:
     logger.remove()  # fish-speech logs every step of its generation at INFO
 
     with tempfile.TemporaryDirectory(prefix="bench-s1-") as scratch:
-        checkpoint = args.checkpoint or s1_checkpoint.make_checkpoint(Path(scratch) / args.size, args.size, seed=0)
+        checkpoint = args.checkpoint or s1_random_checkpoint.make_checkpoint(Path(scratch) / args.size, args.size, seed=0)
         device = s1_mini.select_device(args.device)
         dtype = s1_mini.select_precision(args.precision, device)
         if device.type == "cpu" and args.threads:

@@ -2,7 +2,7 @@
 
 Where it sits: ``s1_mini.S1MiniEngine.load`` calls ``load_codec``; the engine encodes reference
 voices with ``encode_reference`` and turns generated frames into audio with ``StreamingDecoder``.
-``s1_checkpoint.make_checkpoint`` calls ``build_codec`` to write random-weight codecs.
+``s1_random_checkpoint.make_checkpoint`` calls ``build_codec`` to write random-weight codecs.
 
 The codec's shape is read from the weights themselves (``infer_shape``), so the real S1 Mini
 codec and our tiny test codec load through the same code, with no extra config file and without
