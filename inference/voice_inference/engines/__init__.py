@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from voice_inference.engines import base
+from voice_inference.engines import base, stepped
 from voice_inference.settings import Settings
 
 # fish-speech's model code imports transformers only for a tokenizer class it never uses; with
@@ -13,7 +13,7 @@ from voice_inference.settings import Settings
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def create_engine(settings: Settings) -> base.Engine:
+def create_engine(settings: Settings) -> base.Engine | stepped.SteppedEngine:
     """Build (not load) the engine named by ``VOICE_TTS_PROVIDER``."""
     if settings.tts_provider == "mock":
         from voice_inference.engines import mock
@@ -34,5 +34,6 @@ def create_engine(settings: Settings) -> base.Engine:
             stream_frames=settings.s1_stream_frames,
             reference_cache_size=settings.s1_reference_cache_size,
             cpu_threads=settings.s1_cpu_threads,
+            max_batch_size=getattr(settings, "max_batch_size", 8),  # VOICE_MAX_BATCH_SIZE, the scheduler's setting
         )
     raise base.EngineError(f"unknown tts provider {settings.tts_provider!r}")
