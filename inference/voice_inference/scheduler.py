@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from voice_inference import metrics as metrics_mod
-from voice_inference.engines import base
+from voice_inference.engines import base, stepped
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,11 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, engine: base.Engine, *, max_queue: int, metrics: metrics_mod.Metrics) -> None:
-        self.engine = engine
+    def __init__(
+        self, engine: base.Engine | stepped.SteppedEngine, *, max_queue: int, metrics: metrics_mod.Metrics
+    ) -> None:
+        # Until this scheduler batches, a stepped engine serves one request at a time.
+        self.engine = stepped.OneAtATime(engine) if isinstance(engine, stepped.SteppedEngine) else engine
         self.max_queue = max_queue
         self.metrics = metrics
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
