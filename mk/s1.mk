@@ -16,7 +16,7 @@ define S1_INSTALL
 	$(PYTHON) -c 'import voice_inference.engines.s1_mini'
 endef
 
-.PHONY: s1 venv-s1 s1-install bench-engine
+.PHONY: s1 venv-s1 s1-install bench-engine bench-batch-engine
 
 # Any interpreter, e.g. the image's: make s1-install PYTHON=/opt/venv/bin/python
 s1-install:
@@ -36,3 +36,8 @@ test test-unit test-integration demo: $(S1_STAMP)
 # Our engine against fish-speech's own generation path on the tiny checkpoint (CPU).
 bench-engine: $(S1_STAMP)
 	$(PYTHON) scripts/bench_engine.py
+
+# The batched engine against its batch-1 path at 1-32 concurrent requests, the prefill stall and
+# batched codec decode, on the tiny checkpoint (CPU); scripts/bench_batch_engine.py --help for GPUs.
+bench-batch-engine: $(S1_STAMP)
+	$(PYTHON) scripts/bench_batch_engine.py $(BENCH_ARGS)
