@@ -284,3 +284,17 @@ def test_codec_and_references_run_off_the_stepping_thread(
     ])  # fmt: skip
     assert {name for name, _ in threads} == {"decode", "encode", "stretch"}
     assert {thread for _, thread in threads} == {"s1-audio"}
+
+
+def test_a_shorter_slot_context_takes_less_memory_and_bounds_prompts(tiny_checkpoint: Path) -> None:
+    small = s1_mini.S1MiniEngine(tiny_checkpoint, device="cpu", max_batch_size=2, slot_context=1024, cpu_threads=1)
+    small.load()
+    try:
+        assert small.context == 1024 and small._decode.span_sizes == [1024]
+        assert small.slot_bytes == 2 * 2 * 2 * 1024 * 16 * 4
+        chatty = base.Reference(key="chatty", audio=tone(0.5, 220.0), sample_rate=44_100, text="word " * 250)
+        with pytest.raises(base.RequestTooLarge, match="context of 1024 tokens"):
+            small.admit(base.SynthesisRequest(text=A.text, references=(chatty,)), slot=0)
+        assert small._slots.in_use == 0  # a refused request takes no slot
+    finally:
+        small.close()
