@@ -10,7 +10,8 @@ it only from its single engine thread. Each admitted request becomes a ``Row`` i
 
 so a request joins at the next step and leaves as soon as it is finished. An engine that
 batches (S1 Mini, mock) advances all rows of a step together; ``Sequential`` adapts an
-``engines.base.Engine`` that can only ``generate`` one request at a time.
+``engines.base.Engine`` that can only ``generate`` one request at a time, and ``OneAtATime``
+the other way round: a stepped engine behind ``generate``, for callers that take an ``Engine``.
 
 Rules an implementation keeps:
 - ``step`` does a bounded amount of work (one frame per row for a batched model), so a
