@@ -29,7 +29,7 @@ import torch
 
 from voice_inference.engines import s1_codec, s1_slots
 
-DECODE_BATCH = 16  # windows decoded in one codec call at most
+DECODE_BATCH = 4  # windows per codec call at most: on CPU 2-8 together save 10-20%, 16 cost more (bench-batch-engine)
 
 
 class SegmentAudio:
