@@ -256,13 +256,11 @@ def test_slot_memory_is_reported_and_checked_against_free_memory(
         s1_kvcache.slots_that_fit(8, slot_bytes=100, free_bytes=50)
 
 
-def test_codec_and_references_run_off_the_stepping_thread(
-    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Codec decode, reference encoding and time-stretch would stall every row of a step."""
+def test_slow_per_row_work_runs_off_the_stepping_thread(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Codec decode, reference encoding, time-stretch and prompt building would stall every row of a step."""
     import threading
 
-    from voice_inference.engines import s1_codec, s1_stream
+    from voice_inference.engines import s1_codec, s1_prompt, s1_stream
 
     threads: list[tuple[str, str]] = []
 
@@ -277,13 +275,15 @@ def test_codec_and_references_run_off_the_stepping_thread(
     monkeypatch.setattr(s1_codec, "decode_indices", spying("decode", s1_codec.decode_indices))
     monkeypatch.setattr(s1_codec, "encode_reference", spying("encode", s1_codec.encode_reference))
     monkeypatch.setattr(s1_stream, "time_stretch", spying("stretch", s1_stream.time_stretch))
+    monkeypatch.setattr(s1_prompt, "fit", spying("prompt", s1_prompt.fit))
     voice = base.Reference(key="fresh-voice", audio=tone(0.5, 180.0), sample_rate=44_100, text="a new voice")
     recorder.run([
         base.SynthesisRequest(text=A.text, seed=1, max_new_tokens=12, references=(voice,)),
         base.SynthesisRequest(text=A.text, seed=2, max_new_tokens=12, speed=1.5),
     ])  # fmt: skip
-    assert {name for name, _ in threads} == {"decode", "encode", "stretch"}
-    assert {thread for _, thread in threads} == {"s1-audio"}
+    assert {name for name, _ in threads} == {"decode", "encode", "stretch", "prompt"}
+    assert {thread for name, thread in threads if name != "prompt"} == {"s1-audio"}
+    assert {thread.split("_")[0] for name, thread in threads if name == "prompt"} == {"s1-prompt"}
 
 
 def test_a_shorter_slot_context_takes_less_memory_and_bounds_prompts(tiny_checkpoint: Path) -> None:

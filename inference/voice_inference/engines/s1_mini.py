@@ -11,7 +11,8 @@ scheduler drives it as a ``stepped.SteppedEngine`` on its one engine thread (``l
 - ``s1_stream``: chunk schedule, and a worker thread for codec decode, references and time-stretch;
 - ``s1_load``, ``s1_codec``, ``s1_checkpoint``: loading the model and the codec, the checkpoint layout.
 
-Each step: rows whose references are encoded get their next segment's prompt; at most
+Each step: rows whose references are encoded get their next segment's prompt (built on a
+thread of its own, as reference encoding, codec decode and time-stretch are); at most
 ``prefill_chunk`` prompt tokens are prefilled (chunked prefill: a joining row delays the
 running ones by one chunk per step at most, ``scripts/bench_batch_engine.py`` measures it); then
 every decoding row advances one frame in one batched step; finished audio is handed to each
@@ -71,6 +72,7 @@ class _RowState:
     speed: float
     references: list[s1_prompt.Turn] | None = None
     pending_references: concurrent.futures.Future[list[s1_prompt.Turn]] | None = None
+    pending_prompt: concurrent.futures.Future[tuple[torch.Tensor, int]] | None = None
     previous: s1_prompt.Turn | None = None
     prompt: torch.Tensor | None = None  # the current segment's prompt, on the device
     audio: s1_stream.SegmentAudio | None = None
@@ -121,6 +123,7 @@ class S1MiniEngine(stepped.SteppedEngine):
         self._state: s1_kvcache.SlotState | None = None
         self._decode: s1_batch.DecodeStep | None = None
         self._audio: s1_stream.AudioWorker | None = None
+        self._prompts: concurrent.futures.ThreadPoolExecutor | None = None  # prompts, off the stepping thread
         self._slots = s1_slots.SlotTable(max_batch_size)
         self._references: collections.OrderedDict[tuple[str, str], torch.Tensor] = collections.OrderedDict()
         self._references_lock = threading.Lock()  # the audio worker and direct callers share the cache
@@ -176,6 +179,7 @@ class S1MiniEngine(stepped.SteppedEngine):
         self.sample_rate = int(codec.sample_rate)
         autocast = self.dtype if self.device.type == "cuda" and self.dtype != torch.float32 else None
         self._audio = s1_stream.AudioWorker(codec, autocast_dtype=autocast)
+        self._prompts = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="s1-prompt")
         log.info(
             "loaded S1 Mini from %s on %s (%s%s) in %.1f s: %d slots, KV cache %.1f MiB per slot",
             path, self.device, str(self.dtype).removeprefix("torch."), ", compiled" if self.compile else "",
@@ -196,6 +200,8 @@ class S1MiniEngine(stepped.SteppedEngine):
     def close(self) -> None:
         if self._audio is not None:
             self._audio.close()
+        if self._prompts is not None:
+            self._prompts.shutdown(wait=True, cancel_futures=True)
         self.model = self.codec = self._layers = self._state = self._decode = self._audio = None
         self._references.clear()
         if self.device.type == "cuda":
@@ -227,6 +233,7 @@ class S1MiniEngine(stepped.SteppedEngine):
             schedule=s1_slots.ChunkSchedule(first=first, then=self.stream_frames * 2, largest=MAX_CHUNK_FRAMES),
             speed=request.speed,
         )
+        row = stepped.Row(request, slot, state=state)
         if segments and request.references:
             state.progress.phase = s1_slots.Phase.REFERENCES
             references = request.references
@@ -235,14 +242,16 @@ class S1MiniEngine(stepped.SteppedEngine):
             )
         else:
             state.references = []
-        return stepped.Row(request, slot, state=state)
+            self._prepare(row)  # the first prompt is built while the row waits for its first step
+        return row
 
     def release(self, row: stepped.Row) -> None:
         state: _RowState = row.state
         for future in [*state.outputs, *state.held]:
             future.cancel()
-        if state.pending_references is not None:
-            state.pending_references.cancel()
+        for pending in (state.pending_references, state.pending_prompt):
+            if pending is not None:
+                pending.cancel()
         if self._layers is not None and state.used:
             self._layers.cache.clear(row.slot, state.used)
         self._slots.free(row.slot)
@@ -282,9 +291,16 @@ class S1MiniEngine(stepped.SteppedEngine):
             progress.phase = s1_slots.Phase.PROMPT
         if progress.phase != s1_slots.Phase.PROMPT:
             return
-        assert self.model is not None and self._state is not None and state.references is not None
-        segment = progress.segments[progress.segment + 1]
-        prompt, room = s1_prompt.fit(self.model, state.references, state.previous, segment, self.context)
+        assert self.model is not None and self._state is not None and self._prompts is not None
+        if state.pending_prompt is None:  # built on its own thread: tokenizing would hold up the step
+            segment = progress.segments[progress.segment + 1]
+            state.pending_prompt = self._prompts.submit(
+                s1_prompt.fit, self.model, state.references, state.previous, segment, self.context
+            )
+        if not state.pending_prompt.done():
+            return
+        prompt, room = state.pending_prompt.result()
+        state.pending_prompt = None
         progress.start_segment(prompt.shape[1], room)
         state.prompt = prompt.to(self.device)
         state.audio = s1_stream.SegmentAudio(state.schedule, context_frames=CODEC_CONTEXT_FRAMES)
@@ -394,6 +410,7 @@ def _wait_for_any(rows: Sequence[stepped.Row]) -> None:
 
 
 def _awaited(state: _RowState) -> list[concurrent.futures.Future]:
-    if state.pending_references is not None:
-        return [state.pending_references]
+    for pending in (state.pending_references, state.pending_prompt):
+        if pending is not None:
+            return [pending]
     return list(state.outputs)[:1]

@@ -1,10 +1,10 @@
 """Prompts of the S1 Mini engine: fish-speech's interleaved format, fitted into the context.
 
-Where it sits: ``s1_mini.S1MiniEngine`` builds one prompt per text segment with ``fit``, on the
-stepping thread, and ``admit`` calls ``estimate_length`` to refuse a request that can never fit
-before it takes a slot. Building a prompt holds up that step: on the (busy, shared) development
-machine 7 ms for a text-only segment, 17 ms with a 10 s reference voice and the previous
-segment (the tiny checkpoint's decode step took 9-25 ms there).
+Where it sits: ``s1_mini.S1MiniEngine`` builds one prompt per text segment with ``fit``, on a
+thread of its own, and ``admit`` calls ``estimate_length`` to refuse a request that can never
+fit before it takes a slot. Building a prompt off the stepping thread matters: on the (busy,
+shared) development machine it took 7 ms for a text-only segment and 17 ms with a 10 s
+reference voice and the previous segment, while a decode step of the tiny checkpoint took 9-25 ms.
 
 A segment's prompt is one speaker turn per reference voice (its transcript, then its codes),
 then the previous segment as context (so the voice stays the same across segments), then the
