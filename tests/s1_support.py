@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from voice_inference.engines import s1_random_checkpoint
 
 TORCH_MISSING = "torch is not installed: the S1 Mini tests need the [s1] extra (`make test` installs it)"
 SEED = 0
@@ -22,6 +21,8 @@ def tiny_checkpoint_dir(factory: pytest.TempPathFactory) -> Path:
     """The session's tiny checkpoint, made on first use (shared by every module that asks)."""
     path = factory.getbasetemp() / "s1-tiny-checkpoint"
     if not (path / "codec.pth").is_file():  # codec.pth is written last
+        from voice_inference.engines import s1_random_checkpoint  # needs torch: only when writing
+
         s1_random_checkpoint.make_checkpoint(path, "tiny", seed=SEED)
     return path
 
