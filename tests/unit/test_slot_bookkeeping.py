@@ -1,5 +1,5 @@
-"""The batched S1 engine's slot bookkeeping, without a model: phases, budgets, chunked prefill,
-chunk schedules, buckets and slot booking."""
+"""The batched S1 engine's slot bookkeeping (engines.s1_slots), without a model or torch: phases,
+budgets, chunked prefill, chunk schedules, buckets and slot booking."""
 
 from __future__ import annotations
 
