@@ -16,7 +16,7 @@ define S1_INSTALL
 	$(PYTHON) -c 'import voice_inference.engines.s1_mini'
 endef
 
-.PHONY: s1 venv-s1 s1-install bench-engine bench-batch
+.PHONY: s1 venv-s1 s1-install bench-engine bench-batch bench-batch-engine
 
 # Any interpreter, e.g. the image's: make s1-install PYTHON=/opt/venv/bin/python
 s1-install:
@@ -44,3 +44,8 @@ bench-engine: $(S1_STAMP)
 # on a GPU: BENCH_BATCH_ARGS='--size s1-mini --device cuda --compile --levels 1,8,32,64,128,256'.
 bench-batch: $(S1_STAMP)
 	$(PYTHON) scripts/bench_batch.py $(BENCH_BATCH_ARGS)
+
+# The batched engine against its batch-1 path at 1-32 concurrent requests, the prefill stall and
+# batched codec decode, on the tiny checkpoint (CPU); scripts/bench_batch_engine.py --help for GPUs.
+bench-batch-engine: $(S1_STAMP)
+	$(PYTHON) scripts/bench_batch_engine.py $(BENCH_ARGS)

@@ -5,7 +5,8 @@
 without ``--compile``. Both sides use the same checkpoint, text, sampling parameters, seeds,
 device, precision and thread count, and the same codec weights:
 
-- ours: ``S1MiniEngine.generate`` (streamed; time to first audio is the first chunk);
+- ours: ``S1MiniEngine`` stepped one request at a time (``stepped.OneAtATime``; streamed, time to
+  first audio is the first chunk);
 - fish-speech: ``fish_speech.models.text2semantic.inference.init_model`` + ``generate_long``
   (0.1.0's path: all of a segment's tokens, then one codec decode, as its TTSInferenceEngine
   does), with the codec built as fish-speech's hydra config builds it (weight norm kept).
@@ -34,7 +35,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # fish-speech's decode loop draws a 
 
 import torch  # noqa: E402
 from loguru import logger  # noqa: E402
-from voice_inference.engines import base, s1_checkpoint, s1_codec, s1_mini  # noqa: E402
+from voice_inference.engines import base, s1_checkpoint, s1_codec, s1_load, s1_mini, s1_random_checkpoint, stepped  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it takes a well deserved nap in the sun."
 HOP = 2048
@@ -62,7 +63,7 @@ def bench_ours(engine: s1_mini.S1MiniEngine, args: argparse.Namespace, seed: int
     )  # fmt: skip
     started = time.perf_counter()
     first, samples = 0.0, 0
-    for chunk in engine.generate(request, threading.Event()):
+    for chunk in stepped.OneAtATime(engine).generate(request, threading.Event()):
         _sync(engine.device)
         if samples == 0:
             first = time.perf_counter() - started
@@ -167,9 +168,9 @@ def main() -> int:
     logger.remove()  # fish-speech logs every step of its generation at INFO
 
     with tempfile.TemporaryDirectory(prefix="bench-s1-") as scratch:
-        checkpoint = args.checkpoint or s1_checkpoint.make_checkpoint(Path(scratch) / args.size, args.size, seed=0)
-        device = s1_mini.select_device(args.device)
-        dtype = s1_mini.select_precision(args.precision, device)
+        checkpoint = args.checkpoint or s1_random_checkpoint.make_checkpoint(Path(scratch) / args.size, args.size, seed=0)
+        device = s1_load.select_device(args.device)
+        dtype = s1_load.select_precision(args.precision, device)
         if device.type == "cpu" and args.threads:
             torch.set_num_threads(args.threads)
 
@@ -178,7 +179,7 @@ def main() -> int:
         )
         engine.load()
         # Benchmark only: never end early (a -inf logit for <|im_end|>), so runs are full length.
-        engine._sampler.allowed_bias[engine._sampler.im_end] = -float("inf")
+        engine._layers.never_end()
         fish_path = FishPath(checkpoint, device, dtype, args.compile)
         results = measure(
             {

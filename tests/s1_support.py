@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from voice_inference.engines import s1_checkpoint
 
 ENGINE_MODULE = "voice_inference.engines.s1_mini"  # imports torch and fish-speech's model code
 # Set by mk/s1.mk for the targets that install the extra before they run the tests.
@@ -54,7 +53,9 @@ def tiny_checkpoint_dir(factory: pytest.TempPathFactory) -> Path:
     """The session's tiny checkpoint, made on first use (shared by every module that asks)."""
     path = factory.getbasetemp() / "s1-tiny-checkpoint"
     if not (path / "codec.pth").is_file():  # codec.pth is written last
-        s1_checkpoint.make_checkpoint(path, "tiny", seed=SEED)
+        from voice_inference.engines import s1_random_checkpoint  # needs torch: only when writing
+
+        s1_random_checkpoint.make_checkpoint(path, "tiny", seed=SEED)
     return path
 
 

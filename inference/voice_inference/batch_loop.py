@@ -49,6 +49,8 @@ class EngineLoop:
         self.engine = engine
         self.metrics = metrics
         self.stall_timeout_s = stall_timeout_s
+        self.max_queue = max_queue
+        self.table_size = engine.max_batch_size
         self.table: slots.SlotTable[Job] = slots.SlotTable(engine.max_batch_size, max_waiting=max_queue)
         self._cond = threading.Condition()
         self._dirty = False  # something changed since the engine thread last looked (no lost wake-ups)

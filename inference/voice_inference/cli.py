@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 def _make_checkpoint(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from voice_inference.engines import s1_checkpoint
+    try:  # imported here: torch / fish-speech may be missing
+        from voice_inference.engines import s1_random_checkpoint
 
-    try:
-        out = s1_checkpoint.make_checkpoint(Path(args.out), args.size, args.seed)
+        out = s1_random_checkpoint.make_checkpoint(Path(args.out), args.size, args.seed)
     except ImportError as exc:  # torch / fish-speech missing
         print(f"voice-inference: make-checkpoint needs the [s1] extra: {exc}", file=sys.stderr)
         return 2

@@ -159,6 +159,11 @@ class Scheduler:
             self.load_error = f"{exc.__class__.__name__}: {exc}"
             log.error("engine %s failed to start: %s", self.engine.name, self.load_error)
             raise
+        if self.engine.max_batch_size != self._batches.table_size:  # load may fit fewer slots in GPU memory
+            self._batches = batch_loop.EngineLoop(
+                self.engine, max_queue=self._batches.max_queue, stall_timeout_s=self._batches.stall_timeout_s,
+                metrics=self.metrics,
+            )
         self._running = loop.run_in_executor(self._executor, self._batches.run)
         self._running.add_done_callback(self._loop_ended)
         self.ready = True

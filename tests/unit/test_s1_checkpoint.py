@@ -16,7 +16,7 @@ s1_support.require_engine()
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from fish_speech.tokenizer import FishTokenizer  # noqa: E402
-from voice_inference.engines import s1_checkpoint, s1_codec, s1_mini  # noqa: E402
+from voice_inference.engines import s1_checkpoint, s1_codec, s1_mini, s1_random_checkpoint  # noqa: E402
 
 
 pytestmark = pytest.mark.s1
@@ -40,7 +40,7 @@ def test_tiny_checkpoint_has_the_s1_mini_layout(tiny_checkpoint: Path) -> None:
     assert tokenizer.decode(tokenizer.encode("héllo")) == "héllo"
 
     shape = s1_codec.infer_shape(torch.load(tiny_checkpoint / "codec.pth", weights_only=True))
-    assert shape == s1_checkpoint.codec_shape("tiny")
+    assert shape == s1_random_checkpoint.codec_shape("tiny")
     assert config["num_codebooks"] == shape.n_codebooks + 1
     assert config["codebook_size"] == shape.semantic_codebook_size
     assert shape.hop_length == 2048 and shape.sample_rate == 44_100
@@ -48,8 +48,8 @@ def test_tiny_checkpoint_has_the_s1_mini_layout(tiny_checkpoint: Path) -> None:
 
 
 def test_same_seed_same_files_other_seed_other_weights(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    again = s1_checkpoint.make_checkpoint(tmp_path / "again", "tiny", seed=0)
-    other = s1_checkpoint.make_checkpoint(tmp_path / "other", "tiny", seed=1)
+    again = s1_random_checkpoint.make_checkpoint(tmp_path / "again", "tiny", seed=0)
+    other = s1_random_checkpoint.make_checkpoint(tmp_path / "other", "tiny", seed=1)
     for name in s1_checkpoint.REQUIRED_FILES:
         assert (again / name).read_bytes() == (tiny_checkpoint / name).read_bytes(), name
     assert (other / "model.pth").read_bytes() != (tiny_checkpoint / "model.pth").read_bytes()
@@ -89,8 +89,8 @@ def test_missing_directory_names_the_setting(tmp_path: Path) -> None:
 def test_model_and_codec_that_disagree_are_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
     broken = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, broken)
-    codec = s1_codec.build_codec(s1_checkpoint.codec_shape("tiny").__class__(
-        **{**s1_checkpoint.codec_shape("tiny").__dict__, "n_codebooks": 2}
+    codec = s1_codec.build_codec(s1_random_checkpoint.codec_shape("tiny").__class__(
+        **{**s1_random_checkpoint.codec_shape("tiny").__dict__, "n_codebooks": 2}
     ))  # fmt: skip
     torch.save(codec.state_dict(), broken / "codec.pth")
     with pytest.raises(s1_checkpoint.CheckpointError, match="num_codebooks 4 != codec codebooks 2"):
@@ -132,7 +132,7 @@ def test_s1_mini_codec_shape_matches_fish_speech_config() -> None:
         quantizer_intermediate_size=transformer["intermediate_size"],
         quantizer_block_size=transformer["block_size"],
     )
-    assert s1_checkpoint.codec_shape("s1-mini") == expected
+    assert s1_random_checkpoint.codec_shape("s1-mini") == expected
     assert quantizer["post_module"]["window_size"] == s1_codec.QUANTIZER_WINDOW
 
 

@@ -1,6 +1,7 @@
-"""The S1 Mini engine on the tiny checkpoint, on CPU: seeds, streaming, cancellation, segments,
-voice cloning and its cache, and the compiled decode step. Random weights rarely emit the end
-token, so every request bounds ``max_new_tokens``."""
+"""The S1 Mini engine on the tiny checkpoint, on CPU, one request at a time: seeds, streaming,
+cancellation, segments, voice cloning and its cache, and the compiled decode step. Random weights
+rarely emit the end token, so every request bounds ``max_new_tokens``. (Requests batched together:
+test_s1_batching.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests import s1_support
 s1_support.require_engine()
 
 import torch  # noqa: E402
-from voice_inference.engines import base, s1_codec, s1_mini  # noqa: E402
+from voice_inference.engines import base, s1_codec, s1_load, s1_mini, s1_prompt, stepped  # noqa: E402
 
 
 pytestmark = pytest.mark.s1
@@ -33,8 +34,8 @@ def engine(tiny_checkpoint: Path) -> s1_mini.S1MiniEngine:
 
 
 def run(engine: s1_mini.S1MiniEngine, **fields: object) -> list[np.ndarray]:
-    request = base.SynthesisRequest(**{"text": TEXT, "seed": 1, "max_new_tokens": 40, **fields})
-    return list(engine.generate(request, threading.Event()))
+    request = base.SynthesisRequest(**{"text": TEXT, "seed": 3, "max_new_tokens": 40, **fields})  # seed 3 runs past 80 frames
+    return list(stepped.OneAtATime(engine).generate(request, threading.Event()))
 
 
 def joined(chunks: list[np.ndarray]) -> np.ndarray:
@@ -85,18 +86,18 @@ def test_streaming_yields_small_chunks_that_match_one_shot_decoding(engine: s1_m
     """The first chunk comes after 8 frames, later ones double; the causal codec decoded in pieces
     (with left context) gives the audio that decoding all frames at once gives."""
     frames: list[torch.Tensor] = []
-    original = engine._frames
+    original = engine._take_frame
 
-    def recording(*args: object, **kwargs: object):
-        for frame in original(*args, **kwargs):
-            frames.append(frame)
-            yield frame
+    def recording(row: stepped.Row, frame: torch.Tensor, end: bool) -> None:
+        if not end:
+            frames.append(frame[1:])
+        original(row, frame, end)
 
-    engine._frames = recording  # type: ignore[method-assign]
+    engine._take_frame = recording  # type: ignore[method-assign]
     try:
         chunks = run(engine, max_new_tokens=40)
     finally:
-        del engine._frames
+        del engine._take_frame
     sizes = [len(chunk) // HOP for chunk in chunks]
     assert len(sizes) >= 3 and sum(sizes) == len(frames)
     assert sizes[:-1] == [min(8 * 2**i, s1_mini.MAX_CHUNK_FRAMES) for i in range(len(sizes) - 1)]  # 8, 16, 32, ...
@@ -126,18 +127,14 @@ def test_long_text_is_generated_segment_by_segment(
     """Each segment gets its own prompt, conditioned on the segment before (so the voice holds),
     unless the request says not to (``condition_on_previous_chunks: false``)."""
     prompts: list[tuple[str, str | None]] = []
-    original_prompt, original_frames = engine._prompt, engine._frames
+    original = s1_prompt.fit
 
-    def spy(references, previous, segment, budget):
+    def three_frames_each(model, references, previous, segment, context):
         prompts.append((segment, previous[0] if previous else None))
-        return original_prompt(references, previous, segment, budget)
+        prompt, _ = original(model, references, previous, segment, context)
+        return prompt, 3  # random weights rarely end a segment by themselves
 
-    def three_frames(*args: object):  # random weights rarely end a segment by themselves
-        for _, frame in zip(range(3), original_frames(*args), strict=False):
-            yield frame
-
-    monkeypatch.setattr(engine, "_prompt", spy)
-    monkeypatch.setattr(engine, "_frames", three_frames)
+    monkeypatch.setattr(s1_prompt, "fit", three_frames_each)
     text = "First sentence here. Second one follows. And a third to finish."
     audio = joined(run(engine, text=text, chunk_length=25, max_new_tokens=60, condition_on_previous=condition))
     assert prompts == [
@@ -162,32 +159,23 @@ def test_empty_text_yields_nothing(engine: s1_mini.S1MiniEngine) -> None:
 
 def test_cancellation_stops_generation(engine: s1_mini.S1MiniEngine) -> None:
     cancelled = threading.Event()
-    request = base.SynthesisRequest(text=TEXT, seed=1, max_new_tokens=200)
-    steps = 0
-    original = engine._step
-
-    def counting(*args: object) -> torch.Tensor:
-        nonlocal steps
-        steps += 1
-        return original(*args)
-
-    engine._step = counting
-    try:
-        stream = engine.generate(request, cancelled)
-        first = next(stream)
-        cancelled.set()
-        rest = list(stream)
-    finally:
-        engine._step = original
+    request = base.SynthesisRequest(text=TEXT, seed=3, max_new_tokens=200)
+    before = engine.steps
+    stream = stepped.OneAtATime(engine).generate(request, cancelled)
+    first = next(stream)
+    steps = engine.steps - before
+    cancelled.set()
+    rest = list(stream)
     assert len(first) == 8 * HOP
     assert rest == []
-    assert steps <= 8  # stopped at the next frame, not after 200
+    assert engine.steps - before == steps  # stopped at once: no step after the cancel, not 200
 
 
 def test_cancelled_before_start_generates_nothing(engine: s1_mini.S1MiniEngine) -> None:
     cancelled = threading.Event()
     cancelled.set()
-    assert list(engine.generate(base.SynthesisRequest(text=TEXT, max_new_tokens=40), cancelled)) == []
+    generate = stepped.OneAtATime(engine).generate
+    assert list(generate(base.SynthesisRequest(text=TEXT, max_new_tokens=40), cancelled)) == []
 
 
 def test_reference_voice_changes_the_audio_and_is_cached(engine: s1_mini.S1MiniEngine) -> None:
@@ -255,10 +243,17 @@ def test_compiled_step_traces_whole_and_gives_the_same_audio(
     torch._dynamo.reset()
     compiled = s1_mini.S1MiniEngine(tiny_checkpoint, device="cpu", compile=True, compile_backend="eager")
     compiled.load()
-    compiled.warm_up()  # every span: a graph break anywhere raises here
-    for budget, span in ((12, 1024), (1500, 2048)):
-        assert np.array_equal(joined(run(compiled, max_new_tokens=budget)), joined(run(engine, max_new_tokens=budget)))
-        assert compiled.model.max_seq_len == span
+    compiled._layers.never_end()  # random weights may end early: this must reach the 2048 span
+    engine._layers.never_end()
+    try:
+        compiled.warm_up()  # every (batch, span) bucket: a graph break anywhere raises here
+        for budget, span in ((12, 1024), (1500, 2048)):
+            same = joined(run(compiled, max_new_tokens=budget)), joined(run(engine, max_new_tokens=budget))
+            assert np.array_equal(*same) and same[0].size == budget * HOP
+            assert compiled._decode.last_bucket == (1, span)
+    finally:
+        engine._layers.never_end(False)
+    compiled.close()
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error(tiny_checkpoint: Path) -> None:
@@ -269,15 +264,15 @@ def test_cuda_requested_without_cuda_is_a_clear_error(tiny_checkpoint: Path) -> 
 
 
 def test_auto_device_and_precision() -> None:
-    device = s1_mini.select_device("auto")
+    device = s1_load.select_device("auto")
     assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert s1_mini.select_precision("auto", torch.device("cpu")) == torch.float32
-    assert s1_mini.select_precision("float16", torch.device("cpu")) == torch.float16
+    assert s1_load.select_precision("auto", torch.device("cpu")) == torch.float32
+    assert s1_load.select_precision("float16", torch.device("cpu")) == torch.float16
 
 
-def test_generate_before_load_is_an_engine_error(tiny_checkpoint: Path) -> None:
+def test_admit_before_load_is_an_engine_error(tiny_checkpoint: Path) -> None:
     with pytest.raises(base.EngineError, match="before load"):
-        next(s1_mini.S1MiniEngine(tiny_checkpoint).generate(base.SynthesisRequest(text="hi"), threading.Event()))
+        s1_mini.S1MiniEngine(tiny_checkpoint).admit(base.SynthesisRequest(text="hi"), slot=0)
 
 
 def test_warm_up_synthesizes_once_through_generate(
@@ -299,12 +294,16 @@ def test_warm_up_synthesizes_once_through_generate(
 
 def test_cache_spans_grow_with_the_request(engine: s1_mini.S1MiniEngine) -> None:
     """Short requests attend over a short span of the KV cache; long ones over more."""
-    run(engine, max_new_tokens=10)
-    assert engine.model.max_seq_len == 1024
-    run(engine, max_new_tokens=1500)
-    assert engine.model.max_seq_len == 2048
-    run(engine, max_new_tokens=0)  # no limit: the whole context
-    assert engine.model.max_seq_len == engine.model.config.max_seq_len
+    engine._layers.never_end()  # random weights may end early
+    try:
+        run(engine, max_new_tokens=10)
+        assert engine._decode.last_bucket == (1, 1024)
+        run(engine, max_new_tokens=1500)
+        assert engine._decode.last_bucket == (1, 2048)
+        run(engine, max_new_tokens=0)  # no limit: the whole context
+        assert engine._decode.last_bucket == (1, engine.model.config.max_seq_len)
+    finally:
+        engine._layers.never_end(False)
 
 
 def test_settings_build_the_engine(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -319,6 +318,7 @@ def test_settings_build_the_engine(tiny_checkpoint: Path, monkeypatch: pytest.Mo
         "VOICE_S1_DEVICE": "cpu",
         "VOICE_S1_STREAM_FRAMES": "4",
         "VOICE_S1_REFERENCE_CACHE_SIZE": "5",
+        "VOICE_MAX_BATCH_SIZE": "4",
     }.items():
         monkeypatch.setenv(name, value)
     stepped_engine = engines.create_engine(Settings())
@@ -327,6 +327,7 @@ def test_settings_build_the_engine(tiny_checkpoint: Path, monkeypatch: pytest.Mo
     assert isinstance(built, s1_mini.S1MiniEngine)
     assert (built.checkpoint_path, built.device_setting) == (tiny_checkpoint, "cpu")
     assert (built.stream_frames, built.reference_cache_size) == (4, 5)
+    assert built.max_batch_size == getattr(Settings(), "max_batch_size", 8)  # the scheduler side's setting
 
     monkeypatch.setenv("VOICE_S1_STREAM_FRAMES", "0")
     with pytest.raises(ValidationError, match="s1_stream_frames"):

@@ -14,7 +14,7 @@ from tests import s1_support
 s1_support.require_engine()
 
 import torch  # noqa: E402
-from voice_inference.engines import base, s1_mini  # noqa: E402
+from voice_inference.engines import base, s1_mini, stepped  # noqa: E402
 
 
 pytestmark = [
@@ -29,12 +29,12 @@ HOP = 2048
 
 def synthesize(engine: s1_mini.S1MiniEngine, seed: int = 1) -> np.ndarray:
     request = base.SynthesisRequest(text="Hello from the GPU.", seed=seed, max_new_tokens=40)
-    return np.concatenate(list(engine.generate(request, threading.Event())))
+    return np.concatenate(list(stepped.OneAtATime(engine).generate(request, threading.Event())))
 
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_gpu_generation_is_seeded_and_well_formed(tiny_checkpoint: Path, compile: bool) -> None:
-    engine = s1_mini.S1MiniEngine(tiny_checkpoint, device="auto", compile=compile)
+    engine = s1_mini.S1MiniEngine(tiny_checkpoint, device="auto", compile=compile, max_batch_size=2)
     engine.load()
     assert engine.device.type == "cuda"
     assert engine.dtype in (torch.bfloat16, torch.float16)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 from voice_inference.engines import base, stepped
 from voice_inference.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def create_engine(settings: Settings) -> stepped.SteppedEngine:
@@ -23,7 +19,7 @@ def create_engine(settings: Settings) -> stepped.SteppedEngine:
             raise base.EngineError(
                 f"VOICE_TTS_PROVIDER=s1_mini needs the [s1] extra (torch, fish-speech): {exc}"
             ) from exc
-        engine = s1_mini.S1MiniEngine(
+        return s1_mini.S1MiniEngine(
             settings.s1_checkpoint_path,
             device=settings.s1_device,
             precision=settings.s1_precision,
@@ -31,10 +27,6 @@ def create_engine(settings: Settings) -> stepped.SteppedEngine:
             stream_frames=settings.s1_stream_frames,
             reference_cache_size=settings.s1_reference_cache_size,
             cpu_threads=settings.s1_cpu_threads,
+            max_batch_size=settings.max_batch_size,
         )
-        if settings.max_batch_size > 1:
-            log.warning("S1 Mini decodes one request at a time here; VOICE_MAX_BATCH_SIZE=%d is not used",
-                        settings.max_batch_size)  # fmt: skip
-        # One generate() at a time (its KV cache holds one request), so the adapter has one slot.
-        return stepped.Sequential(engine)
     raise base.EngineError(f"unknown tts provider {settings.tts_provider!r}")

@@ -1,8 +1,9 @@
 """S1 Mini checkpoint directories: their layout, the check for missing files, and random-weight ones.
 
 Where it sits: ``s1_mini.S1MiniEngine.load`` calls ``require_files`` before reading anything;
-``voice-inference make-checkpoint OUT --size tiny|s1-mini`` (``cli``) calls ``make_checkpoint``,
-and so do the s1 test fixtures and ``scripts/bench_engine.py``.
+``s1_random_checkpoint.make_checkpoint`` writes random-weight checkpoints from the configs and the
+tokenizer writer here. This module needs no torch and imports no other s1 module, so the codec
+(``s1_codec``) can use its errors without an import cycle.
 
 A checkpoint is what Fish Audio publishes for OpenAudio S1 Mini:
 
@@ -12,7 +13,7 @@ A checkpoint is what Fish Audio publishes for OpenAudio S1 Mini:
     tokenizer.tiktoken   base64 token + rank per line (FishTokenizer)
     special_tokens.json  {token: id}, including one <|semantic:i|> per semantic code
 
-``make_checkpoint`` writes that same layout with random weights: ``tiny`` is small enough for
+``s1_random_checkpoint.make_checkpoint`` writes that same layout with random weights: ``tiny`` is small enough for
 CPU tests; ``s1-mini`` has the real model's shape (so its speed is the real model's speed; its
 codec.pth is the real one's size, 1.87 GB). The constraints of fish-speech 0.1.0's code that
 both respect: ``vocab_size`` = the regular tokens + the special tokens + the semantic tokens
@@ -143,28 +144,6 @@ def model_config(size: Size) -> dict[str, object]:
     raise ValueError(f"unknown checkpoint size {size!r}; choose one of {', '.join(SIZES)}")
 
 
-def codec_shape(size: Size):  # -> s1_codec.CodecShape (imported lazily: it needs torch)
-    from voice_inference.engines import s1_codec
-
-    if size == "tiny":
-        return s1_codec.CodecShape(
-            encoder_dim=8,  # latent 8 * 2**4 = 128
-            encoder_transformer_layers=(0, 0, 0, 1),
-            encoder_block_size=4096,  # ~47 s of reference audio; keeps the saved causal mask small
-            decoder_dim=32,
-            n_codebooks=TINY_CODEC_CODEBOOKS,
-            codebook_size=TINY_SEMANTIC_CODES,
-            semantic_codebook_size=TINY_SEMANTIC_CODES,
-            quantizer_layers=1,
-            quantizer_heads=2,
-            quantizer_intermediate_size=256,
-            quantizer_block_size=1024,
-        )
-    if size == "s1-mini":
-        return s1_codec.CodecShape()
-    raise ValueError(f"unknown checkpoint size {size!r}; choose one of {', '.join(SIZES)}")
-
-
 def write_tokenizer(out: Path, regular_tokens: int, semantic_codes: int) -> None:
     """A tiktoken vocabulary: the 256 single bytes (a byte-level tokenizer), then, when the shape
     asks for a bigger vocabulary, byte pairs and triples as filler merges, then special tokens
@@ -187,34 +166,3 @@ def _regular_tokens(count: int) -> Iterator[bytes]:
             yield bytes(token)
             count -= 1
     raise ValueError("vocabulary too large for byte, pair and triple tokens")
-
-
-def make_checkpoint(out: Path, size: Size = "tiny", seed: int = 0) -> Path:
-    """Write a random-weight checkpoint of ``size`` into ``out``; the same seed, the same files."""
-    import torch
-    from fish_speech.models.text2semantic import llama
-    from fish_speech.tokenizer import FishTokenizer
-
-    from voice_inference.engines import s1_codec
-
-    config = model_config(size)
-    shape = codec_shape(size)
-    semantic_codes = int(config["codebook_size"])  # type: ignore[call-overload]
-    regular_tokens = int(config["vocab_size"]) - len(SPECIAL_TOKENS) - semantic_codes  # type: ignore[call-overload]
-    out.mkdir(parents=True, exist_ok=True)
-    write_tokenizer(out, regular_tokens, semantic_codes)
-    (out / "config.json").write_text(json.dumps(config, indent=4, sort_keys=True))
-
-    # Seeded in a forked RNG so writing a checkpoint never disturbs the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        args = llama.BaseModelArgs.from_pretrained(str(out / "config.json"))
-        tokenizer = FishTokenizer.from_pretrained(str(out))
-        # The real weights ship in bfloat16; the tiny model stays float32 for exact CPU tests.
-        dtype = torch.bfloat16 if size == "s1-mini" else torch.float32
-        model = llama.DualARTransformer(args, tokenizer=tokenizer)
-        torch.save({key: value.to(dtype) for key, value in model.state_dict().items()}, out / "model.pth")
-        del model
-        codec = s1_codec.build_codec(shape)
-        torch.save(codec.state_dict(), out / "codec.pth")
-    return out

@@ -1,8 +1,9 @@
 """The S1 Mini codec: building fish-speech's modded DAC from a ``codec.pth``, and decoding it in a stream.
 
 Where it sits: ``s1_mini.S1MiniEngine.load`` calls ``load_codec``; the engine encodes reference
-voices with ``encode_reference`` and turns generated frames into audio with ``StreamingDecoder``.
-``s1_checkpoint.make_checkpoint`` calls ``build_codec`` to write random-weight codecs.
+voices with ``encode_reference``; ``s1_stream.AudioWorker`` turns generated frames into audio with
+``decode`` and ``decode_indices``.
+``s1_random_checkpoint.make_checkpoint`` calls ``build_codec`` to write random-weight codecs.
 
 The codec's shape is read from the weights themselves (``infer_shape``), so the real S1 Mini
 codec and our tiny test codec load through the same code, with no extra config file and without
@@ -252,76 +253,25 @@ def audio_digest(audio: np.ndarray, sample_rate: int) -> str:
     return digest.hexdigest()
 
 
-class StreamingDecoder:
-    """Turns code frames into audio a group at a time, as the model produces them.
-
-    The first group is small (time to first audio); later groups double in size up to
-    ``max_chunk_frames``, since generation outruns playback and each decode call has a fixed
-    cost. Each group is decoded together with up to ``context_frames`` frames before it, and only
-    the new frames' samples are returned, so consecutive chunks join up without clicks. Called on
-    the engine thread by ``S1MiniEngine.generate``, one instance per text segment.
-    """
-
-    def __init__(
-        self,
-        codec: modded_dac.DAC,
-        *,
-        first_chunk_frames: int,
-        chunk_frames: int,
-        max_chunk_frames: int,
-        context_frames: int,
-        autocast_dtype: torch.dtype | None,
-    ) -> None:
-        self.codec = codec
-        self.hop = int(codec.frame_length)
-        self.due = first_chunk_frames  # frames that complete the next group
-        self.chunk_frames = chunk_frames
-        self.max_chunk_frames = max(max_chunk_frames, chunk_frames)
-        self.context_frames = context_frames
-        self.autocast_dtype = autocast_dtype
-        self.frames: list[torch.Tensor] = []
-        self.emitted = 0  # frames whose audio has been returned
-
-    def push(self, frame: torch.Tensor) -> np.ndarray | None:
-        """Add one frame of codes (num_codebooks,); return audio once a group is complete."""
-        self.frames.append(frame)
-        if len(self.frames) - self.emitted < self.due:
-            return None
-        audio = self._decode_pending()
-        self.due, self.chunk_frames = self.chunk_frames, min(self.chunk_frames * 2, self.max_chunk_frames)
-        return audio
-
-    def flush(self) -> np.ndarray | None:
-        """Audio of the frames not yet returned (end of segment)."""
-        if len(self.frames) > self.emitted:
-            return self._decode_pending()
-        return None
-
-    def codes(self) -> torch.Tensor:
-        """All frames so far, (num_codebooks, frames)."""
-        return torch.stack(self.frames, dim=1)
-
-    def _decode_pending(self) -> np.ndarray:
-        start = max(0, self.emitted - self.context_frames)
-        audio = decode(self.codec, torch.stack(self.frames[start:], dim=1), autocast_dtype=self.autocast_dtype)
-        skip = (self.emitted - start) * self.hop
-        self.emitted = len(self.frames)
-        return audio[skip:]
+def decode(codec: modded_dac.DAC, codes: torch.Tensor, *, autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Audio (float32, mono) of codes (num_codebooks, frames): 2048 samples per frame."""
+    return decode_indices(codec, codes[None], autocast_dtype=autocast_dtype)[0]
 
 
 @torch.inference_mode()
-def decode(codec: modded_dac.DAC, codes: torch.Tensor, *, autocast_dtype: torch.dtype | None = None) -> np.ndarray:
-    """Audio (float32, mono) of codes (num_codebooks, frames): 2048 samples per frame."""
-    indices = codes[None].long()
-    lengths = torch.tensor([indices.shape[-1]], device=indices.device)
+def decode_indices(
+    codec: modded_dac.DAC, indices: torch.Tensor, *, autocast_dtype: torch.dtype | None = None
+) -> np.ndarray:
+    """Audio (rows, samples) float32 of a batch of codes (rows, num_codebooks, frames)."""
+    device = next(codec.parameters()).device
+    indices = indices.to(device).long()
+    lengths = torch.full((indices.shape[0],), indices.shape[-1], device=device)
     with (
-        _conv_backend(indices.device),
-        torch.autocast(
-            device_type=indices.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-        ),
+        _conv_backend(device),
+        torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None),
     ):
         audio, _ = codec.decode(indices, lengths)
-    return audio[0, 0].float().cpu().numpy()
+    return audio[:, 0].float().cpu().numpy()
 
 
 def _conv_backend(device: torch.device) -> contextlib.AbstractContextManager[object]:

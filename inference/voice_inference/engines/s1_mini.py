@@ -1,19 +1,22 @@
-"""The S1 Mini engine: OpenAudio S1 Mini through fish-speech's model classes, with our own serving loop.
+"""The S1 Mini engine: OpenAudio S1 Mini through fish-speech's model classes, batched over slots.
 
 Where it sits: ``engines.create_engine`` builds it for ``VOICE_TTS_PROVIDER=s1_mini``; the
-scheduler (``voice_inference.scheduler``) calls ``load``, ``warm_up`` and ``generate`` on its one
-engine thread. From fish-speech we import only model code: ``DualARTransformer`` (text ->
-semantic tokens), the modded DAC codec (tokens <-> audio), ``FishTokenizer`` and
-``ContentSequence`` (the prompt format). The loop around them is ours:
+scheduler drives it as a ``stepped.SteppedEngine`` on its one engine thread (``load``,
+``warm_up``, then ``admit`` / ``step`` / ``release``). This module is orchestration; the parts:
 
-- text is split into segments (``textsplit``); each segment is one prompt (reference voices,
-  then the previous segment as context so the voice stays the same, then the segment's text);
-- frames are sampled one at a time (``s1_sampling.FrameSampler``, optionally compiled) with the
-  request's own ``torch.Generator``, and decoded by the codec in small groups
-  (``s1_codec.StreamingDecoder``), so audio leaves after a few frames, not after the segment;
-- ``cancelled`` is checked before every frame;
-- reference voices are encoded by the codec once and kept in a bounded LRU cache keyed by the
-  voice key (stored voice id or inline content hash) and a hash of the audio.
+- ``s1_slots``: each row's phase (references, prompt, chunked prefill, decode, drain), pure Python;
+- ``s1_prompt``: one prompt per text segment (reference voices, the previous segment as context);
+- ``s1_kvcache`` + ``s1_layers``: a slot-major KV cache and forward passes with per-row positions;
+- ``s1_batch`` + ``s1_sampling``: the batched decode step with per-row parameters and noise;
+- ``s1_stream``: chunk schedule, and a worker thread for codec decode, references and time-stretch;
+- ``s1_load``, ``s1_codec``, ``s1_checkpoint``: loading the model and the codec, the checkpoint layout.
+
+Each step: rows whose references are encoded get their next segment's prompt (built on a
+thread of its own, as reference encoding, codec decode and time-stretch are); at most
+``prefill_chunk`` prompt tokens are prefilled (chunked prefill: a joining row delays the
+running ones by one chunk per step at most, ``scripts/bench_batch_engine.py`` measures it); then
+every decoding row advances one frame in one batched step; finished audio is handed to each
+row in order. A row leaves at once on ``release``, and its slot's cache is cleared.
 
 S1 Mini has no speaking-rate control, so ``speed`` other than 1 time-stretches each segment's
 audio (a phase vocoder: pitch is kept); such requests stream per segment, not per frame group.
@@ -22,57 +25,65 @@ audio (a phase vocoder: pitch is kept); such requests stream per segment, not pe
 from __future__ import annotations
 
 import collections
-import contextlib
-import json
+import concurrent.futures
+import dataclasses
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from fish_speech import content_sequence
 from fish_speech.models.text2semantic import llama
-from fish_speech.tokenizer import FishTokenizer
 
 from voice_inference import textsplit
-from voice_inference.engines import base, s1_checkpoint, s1_codec, s1_sampling
+from voice_inference.engines import (
+    base,
+    s1_batch,
+    s1_checkpoint,
+    s1_codec,
+    s1_kvcache,
+    s1_layers,
+    s1_load,
+    s1_prompt,
+    s1_slots,
+    s1_stream,
+    stepped,
+)
 
 log = logging.getLogger(__name__)
 
 CODEC_CONTEXT_FRAMES = 8  # earlier frames decoded with each streamed group, so chunks join up
 MAX_CHUNK_FRAMES = 64  # streamed groups grow to this (about 3 s of audio)
 MIN_CACHE_BUCKET = 1024  # smallest attention span; spans double up to the model's max_seq_len
-COMPILE_MODES = {"cuda": "reduce-overhead", "cpu": None}  # reduce-overhead = CUDA graphs
-
-PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-def select_device(setting: str) -> torch.device:
-    """``auto`` is CUDA when present; asking for CUDA without it is an error, not a fallback."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise base.EngineError("VOICE_S1_DEVICE=cuda, but CUDA is not available (torch sees no GPU)")
-    if setting not in ("cuda", "cpu"):
-        raise base.EngineError(f"unknown VOICE_S1_DEVICE {setting!r}")
-    return torch.device(setting)
+PREFILL_CHUNK = 256  # prompt tokens prefilled per step, over all joining rows
+IDLE_WAIT_S = 0.05  # a step with only audio to wait for blocks at most this long
+GPU_MEMORY_HEADROOM = 0.85  # share of free GPU memory the slots' KV cache may take
 
 
-def select_precision(setting: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bfloat16 on GPUs that support it (float16 on older ones), float32 on CPU."""
-    if setting == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if setting not in PRECISIONS:
-        raise base.EngineError(f"unknown VOICE_S1_PRECISION {setting!r}")
-    return PRECISIONS[setting]
+@dataclasses.dataclass(eq=False)
+class _RowState:
+    """The engine's state of one row (``stepped.Row.state``)."""
+
+    progress: s1_slots.RowProgress
+    schedule: s1_slots.ChunkSchedule
+    speed: float
+    references: list[s1_prompt.Turn] | None = None
+    pending_references: concurrent.futures.Future[list[s1_prompt.Turn]] | None = None
+    pending_prompt: concurrent.futures.Future[tuple[torch.Tensor, int]] | None = None
+    previous: s1_prompt.Turn | None = None
+    prompt: torch.Tensor | None = None  # the current segment's prompt, on the device
+    audio: s1_stream.SegmentAudio | None = None
+    held: list[concurrent.futures.Future[np.ndarray]] = dataclasses.field(default_factory=list)  # speed != 1
+    outputs: collections.deque[concurrent.futures.Future[np.ndarray]] = dataclasses.field(
+        default_factory=collections.deque
+    )
+    used: int = 0  # cache positions this row has written
 
 
-class S1MiniEngine(base.Engine):
+class S1MiniEngine(stepped.SteppedEngine):
     name = "s1_mini"
     sample_rate = 44_100  # replaced by the codec's own rate on load
 
@@ -87,6 +98,9 @@ class S1MiniEngine(base.Engine):
         reference_cache_size: int = 32,
         cpu_threads: int = 0,
         compile_backend: str = "inductor",
+        max_batch_size: int = 8,
+        prefill_chunk: int = PREFILL_CHUNK,
+        slot_context: int = 0,
     ) -> None:
         self.checkpoint_path = Path(checkpoint_path)
         self.device_setting = device
@@ -96,211 +110,271 @@ class S1MiniEngine(base.Engine):
         self.stream_frames = stream_frames
         self.reference_cache_size = reference_cache_size
         self.cpu_threads = cpu_threads
+        self.max_batch_size = max_batch_size  # may shrink in load() to what GPU memory holds
+        self.prefill_chunk = prefill_chunk
+        self.slot_context = slot_context  # cache positions per slot; 0: the model's whole context
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.model: llama.DualARTransformer | None = None
         self.codec: torch.nn.Module | None = None
-        self._sampler: s1_sampling.FrameSampler | None = None
-        self._step: Callable[..., torch.Tensor] | None = None  # the sampler, or its compiled form
-        self._cache: _CacheBuckets | None = None
+        self.context = 0  # positions per slot
+        self.slot_bytes = 0  # KV cache bytes per slot
+        self._layers: s1_layers.BatchedLayers | None = None
+        self._state: s1_kvcache.SlotState | None = None
+        self._decode: s1_batch.DecodeStep | None = None
+        self._audio: s1_stream.AudioWorker | None = None
+        self._prompts: concurrent.futures.ThreadPoolExecutor | None = None  # prompts, off the stepping thread
+        self._slots = s1_slots.SlotTable(max_batch_size)
         self._references: collections.OrderedDict[tuple[str, str], torch.Tensor] = collections.OrderedDict()
+        self._references_lock = threading.Lock()  # the audio worker and direct callers share the cache
         self.reference_cache_hits = 0
         self.reference_cache_misses = 0
+        self.steps = 0  # batched decode steps taken, and the rows of the last one (tests, benchmarks)
+        self.last_step_rows = 0
 
     # Loading ------------------------------------------------------------------------------
 
     def load(self) -> None:
         path = self.checkpoint_path
         s1_checkpoint.require_files(path)
-        self.device = select_device(self.device_setting)
-        self.dtype = select_precision(self.precision_setting, self.device)
+        self.device = s1_load.select_device(self.device_setting)
+        self.dtype = s1_load.select_precision(self.precision_setting, self.device)
         if self.device.type == "cpu" and self.cpu_threads:
             # Process-wide, and the server process is ours. A small model's steps are tiny ops, where
             # more threads mostly add synchronisation (badly so on a busy machine).
             torch.set_num_threads(self.cpu_threads)
         started = time.perf_counter()
 
-        model = self._load_model(path)
+        model = s1_load.load_model(path, self.device, self.dtype)
         codec = s1_codec.load_codec(path / "codec.pth", self.device)
-        _check_agreement(model, codec, path)
-        self.model, self.codec = model, codec
-        self._cache = _CacheBuckets(model)
-        self.sample_rate = int(codec.sample_rate)
-        self._sampler = s1_sampling.FrameSampler(model, residual_codes=codec.quantizer.quantizer.codebook_size)
-        self._step = self._sampler.__call__
-        if self.compile:
-            self._step = torch.compile(
-                self._sampler.__call__,
-                backend=self.compile_backend,
-                mode=COMPILE_MODES[self.device.type] if self.compile_backend == "inductor" else None,
-                fullgraph=True,
+        s1_load.check_agreement(model, codec, path)
+        config = model.config
+        # A slot holds the whole context unless told less: S1 Mini's 8192 positions take 896 MiB
+        # per slot in bfloat16, so half the context fits twice the slots.
+        self.context = min(self.slot_context or config.max_seq_len, config.max_seq_len)
+        self.slot_bytes = s1_kvcache.bytes_per_slot(
+            layers=config.n_layer, kv_heads=config.n_local_heads, max_seq_len=self.context,
+            head_dim=config.head_dim, dtype=self.dtype,
+        )  # fmt: skip
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            self.max_batch_size = s1_kvcache.slots_that_fit(
+                self.max_batch_size, slot_bytes=self.slot_bytes, free_bytes=int(free * GPU_MEMORY_HEADROOM)
             )
+        self._slots = s1_slots.SlotTable(self.max_batch_size)
+        cache = s1_kvcache.SlotKVCache(
+            layers=config.n_layer, slots=self.max_batch_size, kv_heads=config.n_local_heads,
+            max_seq_len=self.context, head_dim=config.head_dim, dtype=self.dtype,
+        ).to(self.device)  # fmt: skip
+        self._state = s1_kvcache.SlotState(slots=self.max_batch_size, rows=config.num_codebooks + 1, device=self.device)
+        self._layers = s1_layers.BatchedLayers(model, cache)
+        self._decode = s1_batch.DecodeStep(
+            self._layers, self._state, residual_codes=codec.quantizer.quantizer.codebook_size,
+            batch_sizes=s1_slots.bucket_sizes(1, self.max_batch_size),
+            span_sizes=s1_slots.bucket_sizes(min(MIN_CACHE_BUCKET, self.context), self.context),
+        )  # fmt: skip
+        if self.compile:
+            self._decode.compile(backend=self.compile_backend)
+        self.model, self.codec = model, codec
+        self.sample_rate = int(codec.sample_rate)
+        autocast = self.dtype if self.device.type == "cuda" and self.dtype != torch.float32 else None
+        self._audio = s1_stream.AudioWorker(codec, autocast_dtype=autocast)
+        self._prompts = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="s1-prompt")
         log.info(
-            "loaded S1 Mini from %s on %s (%s%s) in %.1f s",
+            "loaded S1 Mini from %s on %s (%s%s) in %.1f s: %d slots, KV cache %.1f MiB per slot",
             path, self.device, str(self.dtype).removeprefix("torch."), ", compiled" if self.compile else "",
-            time.perf_counter() - started,
+            time.perf_counter() - started, self.max_batch_size, self.slot_bytes / 2**20,
         )  # fmt: skip
 
-    def _load_model(self, path: Path) -> llama.DualARTransformer:
-        try:
-            args = llama.BaseModelArgs.from_pretrained(str(path / "config.json"))
-            tokenizer = FishTokenizer.from_pretrained(str(path))
-        except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
-            raise s1_checkpoint.CheckpointError(f"{path}: unreadable config.json or tokenizer: {exc}") from exc
-        if not isinstance(args, llama.DualARModelArgs):
-            raise s1_checkpoint.CheckpointError(
-                f"{path}/config.json: model_type must be dual_ar, got {args.model_type}"
-            )
-        with torch.device(self.device):  # random init on the target device is fast; weights replace it
-            model = llama.DualARTransformer(args, tokenizer=tokenizer)
-        state = torch.load(path / "model.pth", map_location="cpu", mmap=True, weights_only=True)
-        state = _normalize_model_state(state)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-        except RuntimeError as exc:  # shape mismatches
-            raise s1_checkpoint.CheckpointError(f"{path}/model.pth does not fit config.json: {exc}") from exc
-        if missing:
-            raise s1_checkpoint.CheckpointError(f"{path}/model.pth lacks weights: {s1_codec.describe_keys(missing)}")
-        if unexpected:
-            log.warning("model.pth has weights the model does not use: %s", s1_codec.describe_keys(unexpected))
-        model = model.to(device=self.device, dtype=self.dtype).eval()
-        with torch.device(self.device):
-            model.setup_caches(max_batch_size=1, max_seq_len=args.max_seq_len, dtype=self.dtype)
-        return model
-
     def warm_up(self) -> None:
-        """One short synthesis; when compiled, also a few decode steps at every attention span, so
-        each span's graph (and CUDA graph) exists before the server reports ready."""
+        """One short synthesis; when compiled, also one step at every (batch, span) bucket, so each
+        graph (and CUDA graph) exists before the server reports ready."""
         super().warm_up()
         if not self.compile:
             return
-        assert self.model is not None and self._cache is not None
-        prompt = _encode_prompt(self.model, [], "Warm up.").to(self.device)
-        sampling = s1_sampling.SamplingTensors.create(
-            temperature=0.8, top_p=0.8, repetition_penalty=1.1, device=self.device
-        )
-        for size in self._cache.views:
-            generator = torch.Generator(device=self.device).manual_seed(0)
-            frames = self._frames(prompt, size - prompt.shape[1] - 1, sampling, generator, threading.Event())
-            for _ in zip(range(4), frames, strict=False):  # prefill, then compiled steps
-                pass
-        log.info("compiled decode steps for attention spans %s", list(self._cache.views))
+        assert self._decode is not None
+        for size, span in self._decode.buckets():
+            self._decode.capture(size, span)
+        log.info("compiled decode steps for %d (batch, span) buckets", len(self._decode.buckets()))
 
     def close(self) -> None:
-        self.model = self.codec = self._sampler = self._step = self._cache = None
+        if self._audio is not None:
+            self._audio.close()
+        if self._prompts is not None:
+            self._prompts.shutdown(wait=True, cancel_futures=True)
+        self.model = self.codec = self._layers = self._state = self._decode = self._audio = None
         self._references.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    # Generation ---------------------------------------------------------------------------
+    # Rows -----------------------------------------------------------------------------------
 
-    def generate(self, request: base.SynthesisRequest, cancelled: threading.Event) -> Iterator[np.ndarray]:
-        if self.model is None or self.codec is None:
+    def admit(self, request: base.SynthesisRequest, slot: int) -> stepped.Row:
+        if self.model is None or self._state is None or self._audio is None:
             raise base.EngineError("s1_mini engine used before load()")
         text = textsplit.normalize_text(request.text) if request.normalize else request.text
         segments = textsplit.split_text(text, request.chunk_length) if text.strip() else []
-        references = [(ref.text, self.reference_codes(ref)) for ref in request.references]
+        if segments:
+            length = s1_prompt.estimate_length(
+                self.model, request.references, segments[0], hop=int(self.codec.frame_length),
+                sample_rate=self.sample_rate,
+            )  # fmt: skip
+            if length + 1 >= self.context:
+                raise s1_prompt.too_large(length, self.context)
+        self._slots.take(slot)
         seed = request.seed if request.seed is not None else secrets.randbits(63)
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        sampling = s1_sampling.SamplingTensors.create(
-            temperature=request.temperature,
-            top_p=request.top_p,
+        self._state.admit(
+            slot, seed=seed, temperature=request.temperature, top_p=request.top_p,
             repetition_penalty=request.repetition_penalty,
-            device=self.device,
+        )  # fmt: skip
+        first = max(1, self.stream_frames // 4) if request.latency == "balanced" else self.stream_frames
+        state = _RowState(
+            progress=s1_slots.RowProgress(segments, request.max_new_tokens or None, self.prefill_chunk),
+            schedule=s1_slots.ChunkSchedule(first=first, then=self.stream_frames * 2, largest=MAX_CHUNK_FRAMES),
+            speed=request.speed,
         )
-        budget = request.max_new_tokens or None  # frames left for the whole request
-        first_chunk = max(1, self.stream_frames // 4) if request.latency == "balanced" else self.stream_frames
-        previous: tuple[str, torch.Tensor] | None = None
-
-        for segment in segments:
-            if cancelled.is_set() or budget == 0:
-                return
-            prompt, room = self._prompt(references, previous, segment, budget)
-            decoder = s1_codec.StreamingDecoder(
-                self.codec,
-                first_chunk_frames=first_chunk,
-                chunk_frames=self.stream_frames * 2,
-                max_chunk_frames=MAX_CHUNK_FRAMES,
-                context_frames=CODEC_CONTEXT_FRAMES,
-                autocast_dtype=self.dtype if self.device.type == "cuda" and self.dtype != torch.float32 else None,
+        row = stepped.Row(request, slot, state=state)
+        if segments and request.references:
+            state.progress.phase = s1_slots.Phase.REFERENCES
+            references = request.references
+            state.pending_references = self._audio.call(
+                lambda: [(ref.text, self.reference_codes(ref)) for ref in references]
             )
-            held: list[np.ndarray] = []  # at speed 1 only the tail; else the segment, stretched whole
-            for frame in self._frames(prompt, room, sampling, generator, cancelled):
-                audio = decoder.push(frame)
-                if audio is not None:
-                    if request.speed == 1.0:
-                        yield audio
-                    else:
-                        held.append(audio)
-            if cancelled.is_set():
-                return
-            tail = decoder.flush()
-            if tail is not None:
-                held.append(tail)
-            if held:
-                yield held[0] if request.speed == 1.0 else _time_stretch(np.concatenate(held), request.speed)
-            if decoder.frames and request.condition_on_previous:
-                previous = (segment, decoder.codes().cpu())
-            if decoder.frames and budget is not None:
-                budget -= len(decoder.frames)
+        else:
+            state.references = []
+            self._prepare(row)  # the first prompt is built while the row waits for its first step
+        return row
 
-    def _prompt(
-        self,
-        references: list[tuple[str, torch.Tensor]],
-        previous: tuple[str, torch.Tensor] | None,
-        segment: str,
-        budget: int | None,
-    ) -> tuple[torch.Tensor, int]:
-        """The prompt (num_codebooks + 1, T) on the device, and how many frames fit after it."""
-        assert self.model is not None
-        max_seq_len = self.model.config.max_seq_len
-        contexts = [previous, None] if previous else [None]  # drop the previous segment if it does not fit
-        for context in contexts:
-            prompt = _encode_prompt(self.model, references + ([context] if context else []), segment)
-            room = max_seq_len - prompt.shape[1] - 1
-            if room > 0:
-                return prompt.to(self.device), room if budget is None else min(room, budget)
-        raise base.RequestTooLarge(
-            f"the prompt ({prompt.shape[1]} tokens with its reference voices) leaves no room in the "
-            f"model's context of {max_seq_len} tokens; use shorter references or text"
+    def release(self, row: stepped.Row) -> None:
+        state: _RowState = row.state
+        for future in [*state.outputs, *state.held]:
+            future.cancel()
+        for pending in (state.pending_references, state.pending_prompt):
+            if pending is not None:
+                pending.cancel()
+        if self._layers is not None and state.used:
+            self._layers.cache.clear(row.slot, state.used)
+        self._slots.free(row.slot)
+
+    def step(self, rows: Sequence[stepped.Row]) -> None:
+        assert self._layers is not None and self._decode is not None
+        for row in rows:
+            self._guarded(row, self._prepare)
+        worked = self._prefill([row for row in rows if _phase(row) == s1_slots.Phase.PREFILL])
+        decoding = [row for row in rows if _phase(row) == s1_slots.Phase.DECODE]
+        if decoding:
+            self._decode_step(decoding)
+        elif not worked:
+            _wait_for_any(rows)
+        for row in rows:
+            self._guarded(row, self._collect)
+
+    def _guarded(self, row: stepped.Row, work) -> None:  # noqa: ANN001
+        """A failure of one row's own work (its references, its prompt, its audio) ends that row only."""
+        if row.done:
+            return
+        try:
+            work(row)
+        except Exception as exc:
+            row.fail(exc)
+
+    def _prepare(self, row: stepped.Row) -> None:
+        """Host-side phase changes: encoded references arrive; the next segment's prompt is built."""
+        state: _RowState = row.state
+        progress = state.progress
+        if progress.phase == s1_slots.Phase.REFERENCES:
+            assert state.pending_references is not None
+            if not state.pending_references.done():
+                return
+            state.references = state.pending_references.result()
+            state.pending_references = None
+            progress.phase = s1_slots.Phase.PROMPT
+        if progress.phase != s1_slots.Phase.PROMPT:
+            return
+        assert self.model is not None and self._state is not None and self._prompts is not None
+        if state.pending_prompt is None:  # built on its own thread: tokenizing would hold up the step
+            segment = progress.segments[progress.segment + 1]
+            state.pending_prompt = self._prompts.submit(
+                s1_prompt.fit, self.model, state.references, state.previous, segment, self.context
+            )
+        if not state.pending_prompt.done():
+            return
+        prompt, room = state.pending_prompt.result()
+        state.pending_prompt = None
+        progress.start_segment(prompt.shape[1], room)
+        state.prompt = prompt.to(self.device)
+        state.audio = s1_stream.SegmentAudio(state.schedule, context_frames=CODEC_CONTEXT_FRAMES)
+        self._state.start_segment(
+            row.slot, last_column=state.prompt[:, -1], position=progress.position, draws=progress.draws
         )
+        state.used = max(state.used, progress.prompt_length)
 
-    def _frames(
-        self,
-        prompt: torch.Tensor,
-        limit: int,
-        sampling: s1_sampling.SamplingTensors,
-        generator: torch.Generator,
-        cancelled: threading.Event,
-    ) -> Iterator[torch.Tensor]:
-        """Codes (num_codebooks,) of each new frame until <|im_end|>, ``limit`` or cancellation."""
-        assert self._sampler is not None and self._step is not None and self._cache is not None
-        sampler = self._sampler
-        self._cache.use(prompt.shape[1] + limit + 1)
-        slow_size, fast_size = sampler.noise_sizes()
-        rows = sampler.num_codebooks + 1
-        window = torch.zeros((rows, s1_sampling.REPETITION_WINDOW), dtype=torch.int, device=self.device)
-        filled = torch.zeros(s1_sampling.REPETITION_WINDOW, dtype=torch.bool, device=self.device)
-        positions = torch.arange(prompt.shape[1], device=self.device)
-        x = prompt[None]
-        step = sampler.__call__  # the prompt has its own length: never through the compiled step
-        for _ in range(limit):
-            if cancelled.is_set():
-                return
-            noise = torch.empty(slow_size + fast_size, device=self.device).exponential_(generator=generator)
-            with torch.inference_mode(), _math_attention(x.shape[-1] == 1):
-                frame = step(
-                    x, positions, sampling.temperature, sampling.top_p, sampling.repetition_penalty,
-                    window, filled, noise[:slow_size], noise[slow_size:],
-                ).clone()  # fmt: skip
-            if int(frame[0]) == sampler.im_end:
-                return
-            yield frame[1:]
-            window = torch.cat([window[:, 1:], frame[:, None]], dim=1)
-            filled = torch.cat([filled[1:], filled.new_ones(1)])
-            positions = positions[-1:] + 1
-            x = frame.view(1, rows, 1)
-            step = self._step
+    def _prefill(self, rows: list[stepped.Row]) -> bool:
+        """Write at most ``prefill_chunk`` prompt tokens into the cache, first come first served."""
+        assert self._layers is not None
+        budget = self.prefill_chunk
+        for row in rows:
+            progress = row.state.progress
+            start, end = progress.next_prefill()
+            end = min(end, start + budget)
+            slot = torch.tensor([row.slot], device=self.device)
+            positions = torch.arange(start, end, device=self.device)[None]
+            with torch.inference_mode():
+                self._layers.slow(row.state.prompt[None, :, start:end], positions, slot, end)
+            progress.prefilled_to(end)
+            budget -= end - start
+            if budget <= 0:
+                break
+        return bool(rows)
+
+    def _decode_step(self, rows: list[stepped.Row]) -> None:
+        assert self._decode is not None and self._layers is not None
+        span = max(row.state.progress.position for row in rows) + 1
+        frames = self._decode.run([row.slot for row in rows], span)
+        self.steps += 1
+        self.last_step_rows = len(rows)
+        im_end = self._layers.im_end
+        for row, frame in zip(rows, frames, strict=True):
+            self._guarded(row, lambda row, frame=frame: self._take_frame(row, frame, int(frame[0]) == im_end))
+
+    def _take_frame(self, row: stepped.Row, frame: torch.Tensor, end: bool) -> None:
+        state: _RowState = row.state
+        progress = state.progress
+        assert state.audio is not None and self._audio is not None
+        state.used = max(state.used, progress.position + 1)
+        if progress.frame(end=end):
+            window = state.audio.push(frame[1:])
+            if window is not None:
+                self._queue_audio(state, window)
+        if progress.phase == s1_slots.Phase.DECODE:
+            return
+        tail = state.audio.flush()  # the segment is over
+        if tail is not None:
+            self._queue_audio(state, tail)
+        if state.held:
+            held, speed = state.held, state.speed
+            state.held = []
+            state.outputs.append(
+                self._audio.call(lambda: s1_stream.time_stretch(np.concatenate([f.result() for f in held]), speed))
+            )
+        if state.audio.frames and row.request.condition_on_previous:
+            state.previous = (progress.text, state.audio.codes())
+
+    def _queue_audio(self, state: _RowState, window: tuple[torch.Tensor, int]) -> None:
+        assert self._audio is not None
+        future = self._audio.decode(*window)
+        (state.outputs if state.speed == 1.0 else state.held).append(future)
+
+    def _collect(self, row: stepped.Row) -> None:
+        """Hand the row its finished audio, in order; it is done once nothing more can come."""
+        state: _RowState = row.state
+        while state.outputs and state.outputs[0].done():
+            chunk = state.outputs.popleft().result()
+            if chunk.size:
+                row.chunks.append(chunk)
+        if state.progress.phase == s1_slots.Phase.DRAIN and not state.outputs and not state.held:
+            state.progress.phase = s1_slots.Phase.DONE
+            row.done = True
 
     # Reference voices ---------------------------------------------------------------------
 
@@ -308,116 +382,35 @@ class S1MiniEngine(base.Engine):
         """The codec's codes for a reference voice, from the LRU cache when seen before."""
         assert self.codec is not None
         key = (reference.key, s1_codec.audio_digest(reference.audio, reference.sample_rate))
-        codes = self._references.get(key)
-        if codes is not None:
-            self._references.move_to_end(key)
-            self.reference_cache_hits += 1
-            return codes
-        self.reference_cache_misses += 1
+        with self._references_lock:
+            codes = self._references.get(key)
+            if codes is not None:
+                self._references.move_to_end(key)
+                self.reference_cache_hits += 1
+                return codes
+            self.reference_cache_misses += 1
         codes = s1_codec.encode_reference(self.codec, reference.audio, reference.sample_rate)
         if self.reference_cache_size > 0:
-            self._references[key] = codes
-            while len(self._references) > self.reference_cache_size:
-                self._references.popitem(last=False)
+            with self._references_lock:
+                self._references[key] = codes
+                while len(self._references) > self.reference_cache_size:
+                    self._references.popitem(last=False)
         return codes
 
 
-class _CacheBuckets:
-    """Attention spans of a few fixed sizes over one KV cache of ``max_seq_len``.
-
-    fish-speech's attention reads the whole static cache on every step (masked past the current
-    position), which for S1 Mini is 8192 positions even when a request needs 600. Each segment
-    instead picks the smallest span (1024, 2048, ... max_seq_len) that holds its prompt and frames,
-    and the layers see views of that length of the one cache. The views are made once, so a
-    compiled decode step has one graph per span and no recompiles after those.
-    """
-
-    def __init__(self, model: llama.DualARTransformer) -> None:
-        self.model = model
-        self.max_seq_len = model.max_seq_len  # as setup_caches rounded it
-        sizes = [size for size in _doubling(MIN_CACHE_BUCKET, below=self.max_seq_len)] + [self.max_seq_len]
-        caches = [layer.attention.kv_cache for layer in model.layers]
-        self.views = {
-            size: [(cache.k_cache[:, :, :size], cache.v_cache[:, :, :size]) for cache in caches] for size in sizes
-        }
-        self.full = self.views[self.max_seq_len]
-        self.size = self.max_seq_len
-
-    def use(self, length: int) -> None:
-        size = next(size for size in self.views if size >= length) if length <= self.max_seq_len else self.max_seq_len
-        if size == self.size:
-            return
-        for layer, (keys, values) in zip(self.model.layers, self.views[size], strict=True):
-            layer.attention.kv_cache.k_cache = keys
-            layer.attention.kv_cache.v_cache = values
-        self.model.max_seq_len = size  # forward_generate masks the cache up to this length
-        self.size = size
+def _phase(row: stepped.Row) -> s1_slots.Phase:
+    return s1_slots.Phase.DONE if row.done else row.state.progress.phase
 
 
-def _doubling(start: int, *, below: int) -> Iterator[int]:
-    size = start
-    while size < below:
-        yield size
-        size *= 2
+def _wait_for_any(rows: Sequence[stepped.Row]) -> None:
+    """Nothing to compute this step: block until some row's references or audio are ready."""
+    pending = [future for row in rows if not row.done for future in _awaited(row.state)]
+    if pending:
+        concurrent.futures.wait(pending, timeout=IDLE_WAIT_S, return_when=concurrent.futures.FIRST_COMPLETED)
 
 
-def _encode_prompt(model: llama.DualARTransformer, turns: list[tuple[str, torch.Tensor]], text: str) -> torch.Tensor:
-    """fish-speech's interleaved prompt: one speaker turn per (text, codes) pair, then the text."""
-    sequence = content_sequence.ContentSequence(modality="interleave")
-    for turn_text, codes in turns:
-        sequence.append(
-            [content_sequence.TextPart(text=turn_text), content_sequence.VQPart(codes=codes)], add_end=True, speaker=0
-        )
-    sequence.append([content_sequence.TextPart(text=text)], add_end=False, speaker=0)
-    values, _, _ = sequence.encode_for_inference(model.tokenizer, num_codebooks=model.config.num_codebooks)
-    return values
-
-
-def _normalize_model_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The layouts fish-speech's loader accepts: a Lightning wrapper, a ``model.`` prefix, and
-    audio-projector weights the text-to-semantic model does not use."""
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if next(iter(state), "").startswith("model."):
-        state = {key.removeprefix("model."): value for key, value in state.items()}
-    return {key: value for key, value in state.items() if "audio_" not in key}
-
-
-def _check_agreement(model: llama.DualARTransformer, codec: torch.nn.Module, path: Path) -> None:
-    """The model and codec of one checkpoint must agree on codes, or generation fails later."""
-    config = model.config
-    quantizer = codec.quantizer
-    problems = []
-    if config.num_codebooks != quantizer.quantizer.n_codebooks + 1:
-        problems.append(
-            f"num_codebooks {config.num_codebooks} != codec codebooks {quantizer.quantizer.n_codebooks} + 1"
-        )
-    if config.codebook_size != quantizer.semantic_quantizer.codebook_size:
-        semantic_size = quantizer.semantic_quantizer.codebook_size
-        problems.append(f"codebook_size {config.codebook_size} != codec semantic codebook {semantic_size}")
-    semantic_tokens = len(model.tokenizer.semantic_id_to_token_id)
-    if semantic_tokens > config.codebook_size:
-        problems.append(f"{semantic_tokens} semantic tokens but codebook_size {config.codebook_size}")
-    if model.tokenizer.semantic_end_id >= config.vocab_size:
-        problems.append(
-            f"semantic token ids reach {model.tokenizer.semantic_end_id}, beyond vocab_size {config.vocab_size}"
-        )
-    if problems:
-        raise s1_checkpoint.CheckpointError(f"{path}: model and codec disagree: {'; '.join(problems)}")
-
-
-def _time_stretch(audio: np.ndarray, speed: float) -> np.ndarray:
-    """``speed`` times faster at the same pitch (librosa's phase vocoder; librosa comes with the codec)."""
-    import librosa
-
-    return librosa.effects.time_stretch(audio, rate=speed).astype(np.float32)
-
-
-def _math_attention(enabled: bool) -> contextlib.AbstractContextManager[object]:
-    """Decode steps use the math attention kernel, as fish-speech does: Inductor generates
-    better code from it, and one-token attention gains nothing from fused kernels."""
-    if not enabled:
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel(SDPBackend.MATH)
+def _awaited(state: _RowState) -> list[concurrent.futures.Future]:
+    for pending in (state.pending_references, state.pending_prompt):
+        if pending is not None:
+            return [pending]
+    return list(state.outputs)[:1]

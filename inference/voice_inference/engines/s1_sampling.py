@@ -1,123 +1,92 @@
-"""One decode step of S1 Mini: slow transformer -> semantic token -> fast transformer -> residual codes.
+"""Batched sampling for S1 Mini: per-row parameters, per-row repetition windows, per-row noise.
 
-Where it sits: ``s1_mini.S1MiniEngine`` calls ``FrameSampler`` once for the prompt (prefill) and
-once per generated frame; with ``VOICE_S1_COMPILE`` the per-frame call is ``torch.compile``d
-(CUDA graphs on GPU), so everything here is shape-static and free of host synchronisation.
+Where it sits: ``s1_batch.DecodeStep`` calls these once per decode step for every row of the
+batch (the slow head's semantic token, then each residual codebook). Everything here is
+shape-static and free of host synchronisation, so the step can be ``torch.compile``d.
 
 The sampling follows fish-speech 0.1.0's (top-p on the raw distribution, then temperature, a
-repetition penalty over a window of the last 16 tokens, the exponential-race draw), with three
+repetition penalty over a window of the last 16 tokens, the exponential-race draw), with these
 serving changes:
-- randomness comes in as tensors (``noise_*``), drawn by the caller from the request's own
-  ``torch.Generator``, so a seed reproduces its request and never touches global RNG state;
-- the slow transformer may only pick a semantic token or ``<|im_end|>`` (the codec can only
-  render semantic codes; a stray text token would become silence or a crash);
-- residual codes are drawn from the codec's real codebook size, not a hard-coded 1024, and the
-  repetition window is read per codebook (0.1.0 indexes a column by mistake).
+- the slow head only scores what the codec can render: the semantic tokens and ``<|im_end|>``
+  (``s1_layers`` computes just those logits), so a stray text token can never be drawn;
+- residual codes are drawn from the codec's real codebook size, and the repetition window is
+  read per codebook (0.1.0 indexes a column by mistake);
+- randomness is counter-based (``exponential_noise``).
+
+Determinism contract: the Exp(1) draws of a row at one frame are a pure function of
+(request seed, frame index within the request, draw index): a hash, not a stateful generator.
+So a row's draws never depend on which rows share its batch, on the batch's order or size, or
+on the global RNG (which is never touched). A seeded request therefore gives the same codes
+alone or in any batch, as far as the model's arithmetic does (see ``s1_layers``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
-from fish_speech.models.text2semantic import llama
 from torch import Tensor
 
 REPETITION_WINDOW = 16  # frames; as fish-speech
 
+_MASK32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
 
-@dataclasses.dataclass(frozen=True)
-class SamplingTensors:
-    """A request's sampling parameters as 0-dim device tensors (so new values never recompile)."""
 
-    temperature: Tensor
-    top_p: Tensor
-    repetition_penalty: Tensor
+def _mul32(value: Tensor, constant: int) -> Tensor:
+    """``value * constant mod 2**32`` for int64 tensors holding 32-bit values, without overflowing int64."""
+    low = value * (constant & 0xFFFF)
+    high = ((value * (constant >> 16)) & 0xFFFF) << 16
+    return (low + high) & _MASK32
 
-    @classmethod
-    def create(
-        cls, *, temperature: float, top_p: float, repetition_penalty: float, device: torch.device
-    ) -> SamplingTensors:
-        def scalar(value: float) -> Tensor:
-            return torch.tensor(value, device=device, dtype=torch.float32)
 
-        return cls(scalar(temperature), scalar(top_p), scalar(repetition_penalty))
+def mix32(value: Tensor) -> Tensor:
+    """MurmurHash3's 32-bit finalizer (a bijection with full avalanche) on int64 tensors of 32-bit values."""
+    value = value ^ (value >> 16)
+    value = _mul32(value, 0x85EBCA6B)
+    value = value ^ (value >> 13)
+    value = _mul32(value, 0xC2B2AE35)
+    return value ^ (value >> 16)
+
+
+def split_seed(seed: int) -> tuple[int, int]:
+    """A 63-bit request seed as two 32-bit words (the hash works on 32-bit values)."""
+    return seed & _MASK32, (seed >> 32) & _MASK32
+
+
+def draw_counters(size: int, device: torch.device) -> Tensor:
+    """The per-draw half of the noise hash, (size,) int64: made once, shared by every row."""
+    return mix32(_mul32(torch.arange(size, dtype=torch.int64, device=device), _GOLDEN))
+
+
+def exponential_noise(seed_words: Tensor, frames: Tensor, counters: Tensor) -> Tensor:
+    """Exp(1) draws (rows, len(counters)) float32 for each row's (seed, frame).
+
+    ``seed_words`` (rows, 2) int64 from ``split_seed``; ``frames`` (rows,) int64. Two rounds of
+    ``mix32`` key the shared counters by the row; the top 24 bits become a uniform in (0, 1)
+    (never 0 or 1, so no draw is 0 or infinite)."""
+    key = mix32(seed_words[:, 0] ^ mix32((seed_words[:, 1] + _mul32(frames & _MASK32, _GOLDEN)) & _MASK32))
+    second = mix32((key + 0x27D4EB2F) & _MASK32)
+    bits = mix32((mix32(counters[None, :] ^ key[:, None]) + second[:, None]) & _MASK32)
+    uniform = ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    return -torch.log(uniform)
 
 
 def penalize(logits: Tensor, previous: Tensor, valid: Tensor, penalty: Tensor) -> Tensor:
-    """Scale down the logits of tokens seen in the window (``valid`` marks filled slots)."""
-    seen = torch.zeros_like(logits).scatter_add_(0, previous.long(), valid.to(logits.dtype)) > 0
+    """Scale down each row's logits (rows, V) of tokens seen in its window (rows, W); ``valid``
+    (rows, W) marks filled window slots, ``penalty`` is (rows,)."""
+    seen = torch.zeros_like(logits).scatter_add_(1, previous.long(), valid.to(logits.dtype)) > 0
+    penalty = penalty[:, None]
     penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
     return torch.where(seen, penalized, logits)
 
 
 def sample(logits: Tensor, temperature: Tensor, top_p: Tensor, noise: Tensor) -> Tensor:
-    """Top-p, then temperature, then an exponential race: ``argmax(p / E)`` with ``E ~ Exp(1)``
-    is a draw from ``p`` that needs no host sync (as fish-speech's multinomial_sample_one_no_sync)."""
-    sorted_logits, sorted_indices = torch.sort(logits, descending=True)
+    """Top-p, then temperature, then an exponential race per row: ``argmax(p / E)`` with
+    ``E ~ Exp(1)`` is a draw from ``p`` that needs no host sync. (rows, V) -> (rows,) int."""
+    sorted_logits, sorted_indices = torch.sort(logits, dim=-1, descending=True)
     cumulative = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)
-    remove_sorted = cumulative > top_p
-    remove_sorted[0] = False  # always keep the most likely token
-    remove = remove_sorted.scatter(0, sorted_indices, remove_sorted)
-    logits = logits.masked_fill(remove, -float("inf")) / torch.clamp(temperature, min=1e-5)
+    remove_sorted = cumulative > top_p[:, None]
+    remove_sorted[:, 0] = False  # always keep the most likely token
+    remove = remove_sorted.scatter(1, sorted_indices, remove_sorted)
+    logits = logits.masked_fill(remove, -float("inf")) / torch.clamp(temperature, min=1e-5)[:, None]
     probs = torch.softmax(logits, dim=-1)
-    return torch.argmax(probs / noise, dim=-1, keepdim=True).to(torch.int)
-
-
-class FrameSampler:
-    """Samples one frame: ``[token, semantic code, residual codes...]`` (num_codebooks + 1 ints).
-
-    ``x`` is the model input (1, num_codebooks + 1, T) at positions ``input_pos`` (T of them:
-    the whole prompt for prefill, one for a decode step). ``window`` (num_codebooks + 1,
-    REPETITION_WINDOW) holds the last frames, ``valid`` which of its columns are filled.
-    """
-
-    def __init__(self, model: llama.DualARTransformer, *, residual_codes: int) -> None:
-        self.model = model
-        self.num_codebooks = model.config.num_codebooks
-        self.residual_codes = residual_codes
-        self.semantic_begin = model.tokenizer.semantic_begin_id
-        self.im_end = model.tokenizer.get_token_id("<|im_end|>")
-        device = next(model.parameters()).device
-        vocab = model.config.vocab_size
-        allowed = torch.full((vocab,), -float("inf"), device=device)
-        allowed[self.semantic_begin : model.tokenizer.semantic_end_id + 1] = 0.0
-        allowed[self.im_end] = 0.0
-        self.allowed_bias = allowed
-        self.fast_positions = torch.arange(self.num_codebooks, device=device, dtype=torch.long)
-
-    def noise_sizes(self) -> tuple[int, int]:
-        """Numbers of Exp(1) draws per frame for the slow token and for all residual codes."""
-        return self.model.config.vocab_size, (self.num_codebooks - 1) * self.residual_codes
-
-    def __call__(
-        self,
-        x: Tensor,
-        input_pos: Tensor,
-        temperature: Tensor,
-        top_p: Tensor,
-        repetition_penalty: Tensor,
-        window: Tensor,
-        valid: Tensor,
-        noise_slow: Tensor,
-        noise_fast: Tensor,
-    ) -> Tensor:
-        model = self.model
-        result = model.forward_generate(x, input_pos)
-        logits = result.logits[0, -1].float() + self.allowed_bias
-        logits = penalize(logits, window[0], valid, repetition_penalty)
-        token = sample(logits, temperature, top_p, noise_slow)
-
-        code = torch.clamp(token - self.semantic_begin, min=0)
-        model.forward_generate_fast(result.hidden_states[:, -1:], self.fast_positions[0:1])
-        hidden = model.fast_embeddings(code)
-        frame = [token, code]
-        noise_fast = noise_fast.view(self.num_codebooks - 1, self.residual_codes)
-        for index in range(1, self.num_codebooks):
-            fast_logits = model.forward_generate_fast(hidden, self.fast_positions[index : index + 1])
-            fast_logits = fast_logits[0, -1, : self.residual_codes].float()
-            fast_logits = penalize(fast_logits, window[index + 1], valid, repetition_penalty)
-            code = sample(fast_logits, temperature, top_p, noise_fast[index - 1])
-            hidden = model.fast_embeddings(code)
-            frame.append(code)
-        return torch.cat(frame)
+    return torch.argmax(probs / noise, dim=-1).to(torch.int)

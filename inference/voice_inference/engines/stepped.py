@@ -10,7 +10,8 @@ it only from its single engine thread. Each admitted request becomes a ``Row`` i
 
 so a request joins at the next step and leaves as soon as it is finished. An engine that
 batches (S1 Mini, mock) advances all rows of a step together; ``Sequential`` adapts an
-``engines.base.Engine`` that can only ``generate`` one request at a time.
+``engines.base.Engine`` that can only ``generate`` one request at a time, and ``OneAtATime``
+the other way round: a stepped engine behind ``generate``, for callers that take an ``Engine``.
 
 Rules an implementation keeps:
 - ``step`` does a bounded amount of work (one frame per row for a batched model), so a
@@ -133,3 +134,37 @@ class Sequential(SteppedEngine):
 
     def close(self) -> None:
         self.engine.close()
+
+
+class OneAtATime(base.Engine):
+    """A ``SteppedEngine`` driven one request at a time through ``generate``: for callers that
+    take an ``engines.base.Engine`` (tests, benchmarks, a scheduler that does not batch yet)."""
+
+    def __init__(self, engine: SteppedEngine) -> None:
+        self.stepped = engine
+        self.name = engine.name
+
+    @property
+    def sample_rate(self) -> int:  # type: ignore[override]  # the engine sets its own on load
+        return self.stepped.sample_rate
+
+    def load(self) -> None:
+        self.stepped.load()
+
+    def warm_up(self) -> None:
+        self.stepped.warm_up()
+
+    def generate(self, request: base.SynthesisRequest, cancelled: threading.Event) -> Iterator[np.ndarray]:
+        row = self.stepped.admit(request, slot=0)
+        try:
+            while not row.done and not cancelled.is_set():
+                self.stepped.step([row])
+                chunks, row.chunks = row.chunks, []
+                yield from chunks
+            if row.error is not None:
+                raise row.error
+        finally:
+            self.stepped.release(row)
+
+    def close(self) -> None:
+        self.stepped.close()

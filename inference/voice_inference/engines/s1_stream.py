@@ -1,0 +1,181 @@
+"""Streaming audio of the batched S1 Mini engine, made off the stepping thread.
+
+Where it sits: ``s1_mini.S1MiniEngine`` keeps one ``SegmentAudio`` per row and segment (which
+frames complete the next chunk, and the codec window to decode for it) and one ``AudioWorker``
+for the engine: a thread beside the stepping thread that encodes reference voices, decodes
+code windows with the codec and time-stretches segments (``speed``). The stepping thread only
+queues work and collects finished chunks, in order, so none of that stalls the rows' steps.
+
+When several rows have a window due at once, the worker decodes them in one codec call
+(``decode_batch``: windows padded to the longest; the codec is causal, so padding after a
+window never changes its samples). ``scripts/bench_batch_engine.py`` measures what that pays.
+
+Chunks of a segment: the first is small (time to first audio), later ones double up to a
+limit (``s1_slots.ChunkSchedule``). Each window is decoded together with up to
+``context_frames`` frames before it and only the new frames' samples are kept, so consecutive
+chunks join up without clicks.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from voice_inference.engines import s1_codec, s1_slots
+
+DECODE_BATCH = 4  # windows per codec call at most: on CPU 2-8 together save 10-20%, 16 cost more (bench-batch-engine)
+
+
+class SegmentAudio:
+    """The frames of one segment and the windows of codes their chunks are decoded from."""
+
+    def __init__(self, schedule: s1_slots.ChunkSchedule, *, context_frames: int) -> None:
+        self.frames: list[torch.Tensor] = []
+        self.context_frames = context_frames
+        self._sizes: Iterator[int] = schedule.sizes()
+        self._due = next(self._sizes)
+        self.emitted = 0  # frames whose window has been handed out
+
+    def push(self, frame: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+        """Add one frame (num_codebooks,); when it completes a chunk, the window to decode:
+        (codes (num_codebooks, n), frames of left context to drop)."""
+        self.frames.append(frame)
+        if len(self.frames) - self.emitted < self._due:
+            return None
+        self._due = next(self._sizes)
+        return self._window()
+
+    def flush(self) -> tuple[torch.Tensor, int] | None:
+        """The window of the frames not yet handed out (end of segment)."""
+        return self._window() if len(self.frames) > self.emitted else None
+
+    def codes(self) -> torch.Tensor:
+        """All frames so far, (num_codebooks, frames)."""
+        return torch.stack(self.frames, dim=1)
+
+    def _window(self) -> tuple[torch.Tensor, int]:
+        start = max(0, self.emitted - self.context_frames)
+        window = torch.stack(self.frames[start:], dim=1)
+        skip = self.emitted - start
+        self.emitted = len(self.frames)
+        return window, skip
+
+
+class _Decode:
+    def __init__(self, codes: torch.Tensor, skip: int) -> None:
+        self.codes, self.skip = codes, skip
+        self.future: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
+
+
+class AudioWorker:
+    """One thread for the slow per-row work: codec decode (batched), reference encoding, time-stretch.
+
+    Jobs run in the order they were queued, so a job may wait on the futures of jobs queued
+    before it (a segment's time-stretch on its decodes)."""
+
+    def __init__(self, codec: torch.nn.Module, *, autocast_dtype: torch.dtype | None) -> None:
+        self.codec = codec
+        self.hop = int(codec.frame_length)
+        self.autocast_dtype = autocast_dtype
+        self.decode_calls = 0  # codec calls made, and windows decoded (for tests and benchmarks)
+        self.windows_decoded = 0
+        self._jobs: collections.deque[Any] = collections.deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="s1-audio", daemon=True)
+        self._thread.start()
+
+    def decode(self, codes: torch.Tensor, skip: int) -> concurrent.futures.Future[np.ndarray]:
+        """Audio of a window (num_codebooks, n) without its first ``skip`` frames."""
+        job = _Decode(codes, skip)
+        self._queue(job)
+        return job.future
+
+    def call(self, function: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        """Run ``function`` on the worker, after everything queued before it."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._queue((function, future))
+        return future
+
+    def close(self) -> None:
+        """Stop after the job in progress; queued jobs are cancelled."""
+        with self._ready:
+            self._closed = True
+            jobs, self._jobs = list(self._jobs), collections.deque()
+            self._ready.notify()
+        for job in jobs:
+            (job.future if isinstance(job, _Decode) else job[1]).cancel()
+        self._thread.join()
+
+    def _queue(self, job: object) -> None:
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the audio worker is closed")
+            self._jobs.append(job)
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._jobs and not self._closed:
+                    self._ready.wait()
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+                batch = [job] if isinstance(job, _Decode) else []
+                while batch and len(batch) < DECODE_BATCH and self._jobs and isinstance(self._jobs[0], _Decode):
+                    batch.append(self._jobs.popleft())  # only consecutive decodes: order holds
+            if batch:
+                self._decode(batch)
+            else:
+                function, future = job
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(function())
+                    except BaseException as exc:  # the row's failure; the worker goes on
+                        future.set_exception(exc)
+
+    def _decode(self, batch: list[_Decode]) -> None:
+        live = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            audio = decode_batch(self.codec, [job.codes for job in live], autocast_dtype=self.autocast_dtype)
+        except BaseException as exc:
+            for job in live:
+                job.future.set_exception(exc)
+            return
+        self.decode_calls += 1
+        self.windows_decoded += len(live)
+        for job, samples in zip(live, audio, strict=True):
+            job.future.set_result(samples[job.skip * self.hop :])
+
+
+def decode_batch(
+    codec: torch.nn.Module, windows: list[torch.Tensor], *, autocast_dtype: torch.dtype | None
+) -> list[np.ndarray]:
+    """Audio of several windows (num_codebooks, n_i) in one codec call; one window alone is
+    ``s1_codec.decode``."""
+    if len(windows) == 1:
+        return [s1_codec.decode(codec, windows[0], autocast_dtype=autocast_dtype)]
+    device = next(codec.parameters()).device
+    longest = max(window.shape[1] for window in windows)
+    indices = torch.zeros((len(windows), windows[0].shape[0], longest), dtype=torch.long, device=device)
+    for row, window in enumerate(windows):
+        indices[row, :, : window.shape[1]] = window.to(device)
+    audio = s1_codec.decode_indices(codec, indices, autocast_dtype=autocast_dtype)
+    hop = int(codec.frame_length)
+    return [audio[row, : window.shape[1] * hop] for row, window in enumerate(windows)]
+
+
+def time_stretch(audio: np.ndarray, speed: float) -> np.ndarray:
+    """``speed`` times faster at the same pitch (librosa's phase vocoder; librosa comes with the codec)."""
+    import librosa
+
+    return librosa.effects.time_stretch(audio, rate=speed).astype(np.float32)
