@@ -2,7 +2,8 @@
 ``/metrics``, ``/openapi.json``. Always open, even when API keys are required.
 
 Live means the process serves HTTP; ready means the engine is loaded and warmed up (a
-kubelet sends traffic only then), so ``/health/ready`` answers 503 until that moment.
+kubelet sends traffic only then), so ``/health/ready`` answers 503 until that moment, and
+again from the moment shutdown begins (``draining``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ async def ready(request: web.Request) -> web.Response:
     services = request.app[synthesis.SERVICES]
     scheduler = services.scheduler
     body = {"status": "ready" if scheduler.ready else "loading", "engine": scheduler.engine.name}
-    if scheduler.load_error:
+    if scheduler.draining:
+        body.update(status="draining")
+    elif scheduler.load_error:
         body.update(status="failed", error=scheduler.load_error)
     return web.json_response(body, status=200 if scheduler.ready else 503)
 

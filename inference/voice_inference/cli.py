@@ -15,6 +15,9 @@ from pydantic import ValidationError
 
 from voice_inference.settings import Settings
 
+# Seconds accepted requests may run on after SIGTERM (below the operator's 60 s grace period).
+DRAIN_SECONDS = 45.0
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voice-inference", description="voice-service inference server")
@@ -74,7 +77,16 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"voice-inference: cannot start: {exc}", file=sys.stderr)
         return 2
     # handler_cancellation: a client that disconnects cancels its handler, which cancels its job.
-    web.run_app(app, host=settings.host, port=settings.port, handler_cancellation=True, print=None)
+    # shutdown_timeout: how long accepted requests may run on after SIGTERM, inside the pod's
+    # terminationGracePeriodSeconds (60) so the process exits 0 before the kubelet kills it.
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        handler_cancellation=True,
+        shutdown_timeout=DRAIN_SECONDS,
+        print=None,
+    )
     return 0
 
 

@@ -82,6 +82,7 @@ class Scheduler:
         self._worker: asyncio.Task[None] | None = None
         self._running: Job | None = None
         self.ready = False
+        self.draining = False
         self.load_error: str | None = None
         metrics.ready.set_function(lambda: float(self.ready))  # the gauge reads the flag: never out of step
 
@@ -104,6 +105,12 @@ class Scheduler:
         self.ready = True
         log.info("engine %s ready", self.engine.name)
 
+    def drain(self) -> None:
+        """Shutdown has begun: refuse new work (NotReady, so readiness turns 503 at once) while
+        the jobs already admitted, waiting or running, go on to their end."""
+        self.draining = True
+        self.ready = False
+
     async def close(self) -> None:
         self.ready = False
         for job in list(self._waiting):  # cancel() removes the job from the deque
@@ -119,6 +126,8 @@ class Scheduler:
 
     def submit(self, request: base.SynthesisRequest) -> Job:
         """Admit a request or raise ``NotReady`` / ``QueueFull`` straight away."""
+        if self.draining:
+            raise NotReady("the server is shutting down")
         if not self.ready:
             raise NotReady(self.load_error or "the engine is still loading")
         if len(self._waiting) >= self.max_queue:
