@@ -3,8 +3,9 @@
 Dockerfile.operator and Dockerfile.inference are parsed by a small parser here (line
 continuations, comments, JSON and shell forms, ARG substitution in FROM), then checked for
 what can go wrong without building: a COPY of a path that does not exist, an entrypoint
-that is not a console script or does not import, a root user, a Python or CUDA base that
-disagrees with pyproject's pins, a compiler left in the final stage, health and ports that
+that is not a console script or does not import, a root user, a Python base that disagrees
+with pyproject, a CUDA base image or a torch from anywhere but the [s1] extra's pin (torch's
+wheels bring their CUDA libraries), a compiler left in the final stage, health and ports that
 disagree with the operator's contract and the Helm chart, and an operator image that lacks
 a package voice_operator imports. `docker build` itself runs where Docker is (README).
 """
@@ -36,8 +37,6 @@ KNOWN_INSTRUCTIONS = {
     "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
     "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
 }
-# The CUDA release of the default PyPI wheels of each torch minor (pytorch.org's matrix).
-TORCH_CUDA = {"2.4": "12.1", "2.5": "12.4", "2.6": "12.4", "2.7": "12.6", "2.8": "12.8"}
 COMPILERS = re.compile(r"\b(build-essential|gcc|g\+\+|clang|cmake|make|[\w.+-]+-dev|cuda-nvcc[\w-]*|nvidia-cuda-toolkit)\b")
 
 
@@ -337,19 +336,52 @@ def test_operator_image_ports_match_the_chart(operator_image: Dockerfile) -> Non
 # -- the inference image -----------------------------------------------------------------------
 
 
-def test_cuda_base_matches_the_pinned_torch(inference_image: Dockerfile) -> None:
+def _s1_torch_pin() -> str:
     extras: dict[str, Any] = PYPROJECT["project"].get("optional-dependencies", {})
     assert "s1" in extras, "pyproject.toml has no [s1] extra, which Dockerfile.inference installs (.[s1])"
     torch = next((Requirement(d) for d in extras["s1"] if Requirement(d).name == "torch"), None)
     assert torch is not None, "the [s1] extra does not pin torch"
-    pin = re.fullmatch(r"==(\d+\.\d+)\.\d+", str(torch.specifier))
+    pin = re.fullmatch(r"==(\d+\.\d+\.\d+)", str(torch.specifier))
     assert pin, f"torch must be pinned exactly (==X.Y.Z), not {torch.specifier}"
-    cuda = TORCH_CUDA.get(pin.group(1))
-    assert cuda, f"add torch {pin.group(1)}'s CUDA release to TORCH_CUDA"
+    return pin.group(1)
+
+
+def test_inference_image_installs_pyprojects_torch_on_no_cuda_base(inference_image: Dockerfile) -> None:
+    """torch's PyPI wheels carry their CUDA libraries, so no CUDA base image has to be kept in step
+    with torch: the image's torch is the [s1] pin, installed from pyproject.toml by `make s1-install`."""
+    _s1_torch_pin()
+    operator_bases = {stage.base for stage in parse(REPO_ROOT / "Dockerfile.operator").stages}
     for stage in inference_image.stages:
-        match = re.fullmatch(r"nvidia/cuda:(\d+\.\d+)\.\d+-(cudnn-)?runtime-ubuntu\d+\.\d+", stage.base)
-        assert match, f"{stage.base}: an nvidia/cuda runtime image"
-        assert match.group(1) == cuda, f"torch {pin.group(1)} wheels are built for CUDA {cuda}, the base has {match.group(1)}"
+        assert "cuda" not in stage.base.lower(), f"{stage.base}: a CUDA base image, which torch's wheels make redundant"
+        assert stage.base in operator_bases, f"{stage.base}: the same Python base as Dockerfile.operator"
+    build = inference_image.stages[0]
+    assert "pyproject.toml" in " ".join(i.value for i in build.all("COPY")).split()
+    runs = " ".join(run.value for stage in inference_image.stages for run in stage.all("RUN"))
+    env = " ".join(i.value for stage in inference_image.stages for i in stage.all("ENV") + stage.all("ARG"))
+    # No second source of torch: no pin of its own, no other package index (pytorch.org's
+    # indexes serve other CUDA builds than PyPI's wheels of the same version).
+    assert not re.search(r"\btorch(audio)?\b", runs), "torch comes only through the [s1] extra"
+    assert not re.search(r"index-url|find-links|PIP_INDEX|PIP_EXTRA_INDEX", runs + " " + env)
+    calls = re.findall(r"\bmake\s+([^&;|]+)", " ".join(run.value for run in build.all("RUN")))
+    recipes = [
+        subprocess.run(["make", "-n", *shlex.split(call)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+        for call in calls
+    ]  # fmt: skip
+    assert any("pip install" in r and "'.[s1]'" in r for r in recipes), f"no make call of the build installs .[s1]: {calls}"
+    # Without a CUDA base image's settings, the NVIDIA runtime would mount no libcuda.
+    capabilities = re.search(r"NVIDIA_DRIVER_CAPABILITIES=(\S+)", " ".join(i.value for i in inference_image.final.all("ENV")))
+    assert capabilities and {"compute", "utility"} <= set(capabilities.group(1).split(",")), "NVIDIA_DRIVER_CAPABILITIES"
+
+
+def test_the_pinned_torch_is_a_cuda_build() -> None:
+    """The image's GPU support is the pinned torch wheel's own CUDA libraries."""
+    try:
+        installed = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("torch is not installed here: this check needs the [s1] extra (`make s1`)")
+    assert installed.split("+")[0] == _s1_torch_pin(), f"this venv has torch {installed}, not pyproject's pin: make s1"
+    requires = importlib.metadata.requires("torch") or []
+    assert any(r.startswith(("nvidia-", "cuda-toolkit")) for r in requires), "the pinned torch wheel brings no CUDA libraries"
 
 
 def test_inference_image_serves_the_contract(inference_image: Dockerfile) -> None:

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from voice_inference.engines import base
 from voice_inference.settings import Settings
-
-# fish-speech's model code imports transformers only for a tokenizer class it never uses; with
-# our torch pin transformers announces at import that it disabled its torch models. Every
-# s1_* module is imported through this package, so this quiets that line before it is printed.
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def create_engine(settings: Settings) -> base.Engine:

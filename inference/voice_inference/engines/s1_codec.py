@@ -28,10 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fish_speech.models.dac import modded_dac, rvq
 from torch.nn.utils import parametrize
 
 from voice_inference.engines import s1_checkpoint
+
+with warnings.catch_warnings():
+    # dac (which modded_dac imports) decorates its activation with torch.jit.script, which torch
+    # deprecates with a FutureWarning at every start; the scripted function still runs.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from fish_speech.models.dac import modded_dac, rvq
 
 # Fixed by fish-speech's modded_dac_vq.yaml and its classes; not recoverable from weights.
 HEAD_DIM = 64  # every codec transformer uses 64-wide heads (n_head = dim // 64)
@@ -325,7 +330,9 @@ def _conv_backend(device: torch.device) -> contextlib.AbstractContextManager[obj
     has a new length. PyTorch's own kernels are somewhat slower per call but have no such cost."""
     if device.type != "cpu":
         return contextlib.nullcontext()
-    return torch.backends.mkldnn.flags(enabled=False)
+    # allow_tf32=None leaves oneDNN's TF32 setting alone: setting it (the default, True) warns
+    # on every call on builds without Intel GPU support.
+    return torch.backends.mkldnn.flags(enabled=False, allow_tf32=None)
 
 
 # A convolution's weight under each layout: parametrized weight norm, the old weight_norm, none.
