@@ -33,7 +33,8 @@ def operator_container(
         "run", "--namespace", namespace, "--liveness", f"http://127.0.0.1:{liveness}/healthz",
         "--metrics-port", str(free_port()),
         network="host", env={"KUBECONFIG": "/kube/config"},
-        options=[*engine.LOCKED_DOWN, "--volume", f"{kubeconfig}:/kube/config:ro"],
+        # /tmp: the chart's emptyDir, the one writable place.
+        options=[*engine.LOCKED_DOWN, "--tmpfs", "/tmp:uid=10001,gid=10001", "--volume", f"{kubeconfig}:/kube/config:ro"],
     )  # fmt: skip
     try:
         container.wait_http(f"http://127.0.0.1:{liveness}/healthz", timeout=60)
