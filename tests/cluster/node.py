@@ -295,6 +295,10 @@ state = "{RUN / 'containerd'}"
         conditions = json.loads(result.stdout)["status"].get("conditions", [])
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
+    def kill_container(self, container_id: str) -> None:
+        """SIGKILL one of its pods' containers from outside, as the OOM killer would."""
+        self._ctr("tasks", "kill", "--signal", "SIGKILL", container_id.removeprefix("containerd://"))
+
     # -- stopping ---------------------------------------------------------------------------
 
     def stop(self) -> None:
