@@ -1,4 +1,5 @@
-# The Helm chart, the container images and the cluster demo; see charts/voice-operator.
+# The Helm chart and the cluster demo; see charts/voice-operator. The image tags below are
+# the chart's defaults, which mk/images.mk builds.
 # Included by the main Makefile (PYTHON, VENV_STAMP); helm comes from `make cluster-tools`
 # (mk/cluster.mk, which defines CLUSTER_BIN_DIR).
 
@@ -15,7 +16,7 @@ HELM_ARGS ?=
 # Extra flags of the demo: make demo-cluster DEMO_ARGS='--keep --engine mock'
 DEMO_ARGS ?=
 
-.PHONY: chart-lint chart-template chart-package test-chart demo-cluster images
+.PHONY: chart-lint chart-template chart-package test-chart demo-cluster
 
 # (The chart's crds/ copy of the generated CRD is rewritten by `make crd`, mk/operator.mk.)
 
@@ -38,7 +39,4 @@ test-chart: $(VENV_STAMP) cluster-tools
 demo-cluster: $(VENV_STAMP) cluster-tools
 	$(PYTHON) scripts/demo_cluster.py $(DEMO_ARGS)
 
-# Needs a Docker engine (none on the project's machines); the tags are the chart's defaults.
-images:
-	docker build -f Dockerfile.operator -t $(OPERATOR_IMAGE) .
-	docker build -f Dockerfile.inference -t $(INFERENCE_IMAGE) .
+# The images themselves: `make images` (mk/images.mk).

@@ -4,9 +4,9 @@
 #
 #   ${VOICE_CLUSTER_CACHE:-~/.cache/voice-service}/k8s-<kubernetes version>/bin/
 #
-# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl come from the
-# wrapper module tests/cluster/gomod/kubernetes, etcd from tests/cluster/gomod/etcd,
-# kwok and helm from `go install`. A binary is rebuilt only when its version stamp
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and the real test node's
+# kubelet and kube-proxy come from the wrapper module tests/cluster/gomod/kubernetes, etcd
+# from tests/cluster/gomod/etcd, kwok and helm from `go install`. A binary is rebuilt only when its version stamp
 # (bin/.<name>.version) differs from the pinned version, so a warm run does nothing.
 #
 # Usage: scripts/build-cluster-tools.sh [--print-bin-dir]
@@ -122,4 +122,7 @@ build kwok "${KWOK_VERSION}" go_install kwok "sigs.k8s.io/kwok/cmd/kwok@${KWOK_V
     "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION}"
 build helm "${HELM_VERSION}" go_install helm "${HELM_MODULE}/cmd/helm@${HELM_VERSION}" \
     "-X ${HELM_MODULE}/internal/version.version=${HELM_VERSION}"
+# The real test node (tests/cluster/node.py): same module, so it shares the build cache.
+build kubelet "${K8S_VERSION}" build_k8s kubelet
+build kube-proxy "${K8S_VERSION}" build_k8s kube-proxy
 echo "build-cluster-tools: all tools ready in ${BIN_DIR} ($((SECONDS - total_start))s)"

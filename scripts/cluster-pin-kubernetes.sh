@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-pins the Kubernetes wrapper module (tests/cluster/gomod/kubernetes) to another
 # release: regenerates go.mod with one `replace` per staging module of that tag and
-# its `godebug` line, then resolves the four commands as `tool` dependencies.
+# its `godebug` line, then resolves the six commands as `tool` dependencies.
 # Run by hand when moving to a new release; scripts/build-cluster-tools.sh then
 # builds into a new cache folder (the folder name carries the version).
 #
@@ -44,5 +44,7 @@ go get -tool \
     "k8s.io/kubernetes/cmd/kube-apiserver@${VERSION}" \
     "k8s.io/kubernetes/cmd/kube-controller-manager@${VERSION}" \
     "k8s.io/kubernetes/cmd/kube-scheduler@${VERSION}" \
-    "k8s.io/kubernetes/cmd/kubectl@${VERSION}"
+    "k8s.io/kubernetes/cmd/kubectl@${VERSION}" \
+    "k8s.io/kubernetes/cmd/kubelet@${VERSION}" \
+    "k8s.io/kubernetes/cmd/kube-proxy@${VERSION}"
 echo "cluster-pin-kubernetes: done; now run scripts/build-cluster-tools.sh"

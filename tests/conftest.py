@@ -1,7 +1,8 @@
 """Fixtures shared by more than one test folder, registered once here.
 
 ``tests.storage_fixtures`` (a real S3-compatible server, a local Hugging Face Hub) serves the
-voice-store tests and the operator's checkpoint fetcher. ``tiny_checkpoint`` is the S1 Mini
+voice-store tests and the operator's checkpoint fetcher; ``tests.containers.fixtures`` the
+tests that run our images in a Docker engine. ``tiny_checkpoint`` is the S1 Mini
 tests' random-weight checkpoint: ``tests.s1_support`` needs torch, so it is imported only when
 a test asks for the fixture, and the suite still collects without the [s1] extra.
 
@@ -17,7 +18,7 @@ import pytest
 
 from tests import lifetime
 
-pytest_plugins = ["tests.storage_fixtures"]
+pytest_plugins = ["tests.storage_fixtures", "tests.containers.fixtures"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,7 +2,8 @@
 ``/metrics``, ``/openapi.json``. Always open, even when API keys are required.
 
 Live means the process serves HTTP; ready means the engine is loaded and warmed up (a
-kubelet sends traffic only then), so ``/health/ready`` answers 503 until that moment.
+kubelet sends traffic only then), so ``/health/ready`` answers 503 until that moment, and
+again from the moment shutdown begins (``draining``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     scheduler = request.app[synthesis.SERVICES].scheduler
-    status = "failed" if scheduler.load_error else "ready" if scheduler.ready else "loading"
+    status = (
+        "draining" if scheduler.draining
+        else "failed" if scheduler.load_error
+        else "ready" if scheduler.ready
+        else "loading"
+    )  # fmt: skip
     body = schemas.Readiness(status=status, engine=scheduler.engine.name, error=scheduler.load_error or None)
     return web.json_response(body.model_dump(exclude_none=True), status=200 if scheduler.ready else 503)
 

@@ -3,7 +3,8 @@ OpenAPI document, CORS, lifecycle.
 
 ``cli serve`` calls ``build_app`` and runs it; tests and benchmarks do the same with their
 own settings. The engine loads in the background after the server starts listening, so
-liveness answers at once and readiness turns 200 only when the engine is warmed up.
+liveness answers at once and readiness turns 200 only when the engine is warmed up. On
+SIGTERM the server drains (``_drain``): readiness 503, new work refused, accepted work finishes.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def build_app(
         _enable_cors(app, api_routes, settings.cors_allow_origins)
 
     app.on_startup.append(_start_engine)
+    app.on_shutdown.append(_drain)
     app.on_cleanup.append(_stop)
     return app
 
@@ -89,6 +91,16 @@ async def _start_engine(app: web.Application) -> None:
             log.exception("engine failed to load")
 
     app[_LOADER] = asyncio.create_task(load(), name="engine-loader")
+
+
+async def _drain(app: web.Application) -> None:
+    """SIGTERM: aiohttp has closed the listening socket and idle connections; from here new
+    work is refused with 503 while accepted work finishes. At ``drain_seconds`` what is left
+    is ended by the scheduler, so handlers return by themselves before run_app's
+    shutdown_timeout (``cli``) would cancel them."""
+    services = app[synthesis.SERVICES]
+    log.info("shutting down: draining accepted requests for up to %g s", services.settings.drain_seconds)
+    services.scheduler.drain(services.settings.drain_seconds)
 
 
 async def _stop(app: web.Application) -> None:

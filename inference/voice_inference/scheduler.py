@@ -9,6 +9,9 @@ loop through each job's own queue, bounded by ``buffer_seconds`` of unread audio
 
 Cancelling a job (client gone, timeout, shutdown) ends its stream at once, whether it was
 waiting or running; a running row is released by the engine thread before its next step.
+
+Shutdown (``app``'s hooks on SIGTERM): ``drain`` refuses new work while accepted jobs go on;
+``end_drain``, at the drain deadline, ends what is left with ``ShuttingDown``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ class QueueFull(Exception):
 
 
 class NotReady(Exception):
-    """The engine is not loaded and warmed up (yet, or any more)."""
+    """The engine is not loaded and warmed up (yet, or any more), or the server is shutting down."""
+
+
+class ShuttingDown(base.EngineError):
+    """The drain deadline passed while this job was still waiting or running."""
 
 
 class Job:
@@ -54,13 +61,14 @@ class Job:
         self._ended = False  # the stream's last item is queued (event loop only)
         self._scheduler = scheduler
 
-    def cancel(self) -> None:
-        """Stop this job (call from the event loop): its stream ends now, its slot or place frees."""
+    def cancel(self, error: BaseException | None = None) -> None:
+        """Stop this job (call from the event loop): its stream ends now, with ``error`` for
+        its reader if given, and its slot or place frees."""
         if not self.cancelled.is_set():
             self.cancelled.set()
             while not self._chunks.empty():  # audio not read yet has no reader any more
                 self._chunks.get_nowait()
-            self._chunks.put_nowait(_DONE)
+            self._chunks.put_nowait(_DONE if error is None else error)
             self._ended = True  # anything the engine thread still sends is dropped
             self._scheduler._jobs.discard(self)
             self._scheduler._cancelled(self)
@@ -136,7 +144,10 @@ class Scheduler:
         self._running: asyncio.Future[None] | None = None
         self._jobs: set[Job] = set()  # streams not ended yet, for close()
         self.ready = False
+        self.draining = False  # SIGTERM came: only work already accepted goes on
+        self.drain_ended = asyncio.Event()  # the drain deadline passed: what is left was cancelled
         self._closed = False
+        self._drain_deadline: asyncio.TimerHandle | None = None
         self.load_error: str | None = None
         metrics.ready.set_function(lambda: float(self.ready))  # the gauge reads the flag: never out of step
 
@@ -169,8 +180,26 @@ class Scheduler:
         self.ready = True
         log.info("engine %s ready (%d batch slots)", self.engine.name, self.engine.max_batch_size)
 
+    def drain(self, deadline_seconds: float | None = None) -> None:
+        """Shutdown has begun: refuse new work (NotReady, so readiness turns 503 at once) while
+        the jobs already admitted, in slots or waiting, go on to their end, or to
+        ``end_drain`` after ``deadline_seconds`` (call from the event loop)."""
+        self.draining = True
+        self.ready = False
+        if deadline_seconds is not None:
+            self._drain_deadline = asyncio.get_running_loop().call_later(deadline_seconds, self.end_drain)
+
+    def end_drain(self) -> None:
+        """The drain deadline passed: every job still held ends now with ``ShuttingDown`` (its
+        slot or place frees), and live sessions waiting on ``drain_ended`` finish."""
+        self.drain_ended.set()
+        for job in list(self._jobs):
+            job.cancel(ShuttingDown("the server is shutting down: the request ran past the drain deadline"))
+
     async def close(self) -> None:
         self.ready = False
+        if self._drain_deadline is not None:
+            self._drain_deadline.cancel()
         if self._closed:
             return
         self._closed = True
@@ -183,9 +212,15 @@ class Scheduler:
         await loop.run_in_executor(self._executor, self.engine.close)
         self._executor.shutdown(wait=True)
 
-    def submit(self, request: base.SynthesisRequest) -> Job:
-        """Admit a request or raise ``NotReady`` / ``QueueFull`` straight away."""
-        if not self.ready:
+    def submit(self, request: base.SynthesisRequest, *, accepted_before_drain: bool = False) -> Job:
+        """Admit a request or raise ``NotReady`` / ``QueueFull`` straight away.
+
+        ``accepted_before_drain``: the next part of work accepted before SIGTERM (a live
+        session's next segment), admitted while draining until the drain deadline."""
+        if self.drain_ended.is_set() or (self.draining and not accepted_before_drain):
+            raise NotReady("the server is shutting down")
+        loop_serves = self._running is not None and self.load_error is None  # drain set ready False; the loop runs on
+        if not (self.ready or (self.draining and loop_serves)):
             raise NotReady(self.load_error or "the engine is still loading")
         job = Job(request, self, buffer_samples=max(1, round(self.buffer_seconds * self.sample_rate)))
         try:

@@ -301,9 +301,10 @@ class VoiceDeleted(BaseModel):
 
 
 class Readiness(BaseModel):
-    """``GET /health/ready``: 200 when ``ready``, 503 while ``loading`` or after the engine ``failed``."""
+    """``GET /health/ready``: 200 when ``ready``, 503 while ``loading``, after the engine
+    ``failed``, and from SIGTERM on (``draining``)."""
 
-    status: Literal["ready", "loading", "failed"]
+    status: Literal["ready", "loading", "failed", "draining"]
     engine: str
     error: str | None = Field(None, description="Why the engine failed to load.")
 

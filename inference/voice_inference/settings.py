@@ -90,6 +90,9 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600, description="A paused request whose reader takes nothing this long is ended."
     )
     retry_after_seconds: int = Field(1, ge=1, le=3600)
+    drain_seconds: float = Field(
+        45.0, gt=0, le=3600, description="After SIGTERM, how long accepted work may go on before it is cancelled."
+    )
     request_timeout_seconds: float = Field(300.0, gt=0)
     max_text_length: int = Field(2000, ge=1, le=1_000_000)
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)

@@ -26,7 +26,7 @@ from voice_inference import audio, encoders, schemas, voices
 from voice_inference.engines import base
 from voice_inference.errors import ApiError
 from voice_inference.metrics import Metrics
-from voice_inference.scheduler import Job, NotReady, QueueFull, Scheduler
+from voice_inference.scheduler import Job, NotReady, QueueFull, Scheduler, ShuttingDown
 from voice_inference.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,18 @@ def store_errors(voice_id: str | None, *, field: str | None) -> Iterator[None]:
         raise ApiError(503, "voice_storage_unavailable", f"voice storage failed: {exc}") from None
 
 
-def submit(services: Services, request: base.SynthesisRequest) -> Job:
+def engine_error(exc: base.EngineError) -> ApiError:
+    """How a job's failure reaches a client whose response has not started."""
+    if isinstance(exc, base.RequestTooLarge):
+        return ApiError(413, "request_too_large", str(exc))
+    if isinstance(exc, ShuttingDown):  # the drain deadline passed: another replica can serve it
+        return ApiError(503, "shutting_down", str(exc), headers={"Retry-After": "1"})
+    return ApiError(500, "synthesis_failed", str(exc))
+
+
+def submit(services: Services, request: base.SynthesisRequest, *, accepted_before_drain: bool = False) -> Job:
     try:
-        return services.scheduler.submit(request)
+        return services.scheduler.submit(request, accepted_before_drain=accepted_before_drain)
     except QueueFull as exc:
         retry = str(services.settings.retry_after_seconds)
         raise ApiError(429, "queue_full", f"server is busy: {exc}; retry later", headers={"Retry-After": retry}) from None
@@ -158,9 +167,7 @@ async def respond(
             return response
         if isinstance(exc, TimeoutError):
             raise ApiError(504, "timeout", "synthesis took longer than the request timeout") from None
-        if isinstance(exc, base.RequestTooLarge):
-            raise ApiError(413, "request_too_large", str(exc)) from None
-        raise ApiError(500, "synthesis_failed", str(exc)) from None
+        raise engine_error(exc) from None
     finally:
         job.cancel()  # no-op when finished; stops the engine when the client left or we failed
         encoder.close()  # an unfinished FFmpeg muxer crashes the process when collected

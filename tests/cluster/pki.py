@@ -101,8 +101,14 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
 class _Ca:
     """A self-signed certificate authority that issues leaf certificates into a folder."""
 
-    def __init__(self, directory: pathlib.Path) -> None:
+    def __init__(self, directory: pathlib.Path, *, existing: bool = False) -> None:
         self.directory = directory
+        self.pair = CertPair(directory / "ca.crt", directory / "ca.key")
+        if existing:  # load_ca: a running cluster's CA, to issue more identities
+            self.key = serialization.load_pem_private_key(self.pair.key.read_bytes(), password=None)
+            self.cert = x509.load_pem_x509_certificate(self.pair.cert.read_bytes())
+            self.subject = self.cert.subject
+            return
         self.key = _new_key()
         self.subject = _name("voice-service-test-ca")
         self.cert = (
@@ -119,7 +125,6 @@ class _Ca:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
             .sign(self.key, hashes.SHA256())
         )
-        self.pair = CertPair(directory / "ca.crt", directory / "ca.key")
         _write_cert(self.pair.cert, self.cert)
         _write_key(self.pair.key, self.key)
 
@@ -165,6 +170,12 @@ class _Ca:
         _write_cert(pair.cert, cert)
         _write_key(pair.key, key)
         return pair
+
+
+def load_ca(directory: pathlib.Path) -> _Ca:
+    """The CA that ``write_pki`` wrote into ``directory``, to issue more identities (the
+    real test node's kubelet and kube-proxy, tests/cluster/node.py)."""
+    return _Ca(directory, existing=True)
 
 
 def write_pki(directory: pathlib.Path, *, service_cluster_ip: str) -> Pki:

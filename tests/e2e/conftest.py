@@ -98,3 +98,6 @@ def fake_nodes(cluster: client.Cluster) -> list[str]:
 # The operator's fixtures (a real operator process, the CRD installed), shared by the
 # test_operator_*.py modules; importing them here registers them for this folder.
 from tests.e2e.operator_fixtures import crd_installed, operator, start_operator  # noqa: E402, F401
+# The real node (containerd, kubelet, kube-proxy), started on first use by the tests of pods
+# that really run (test_real_node*.py).
+from tests.e2e.real_node_fixtures import real_node  # noqa: E402, F401

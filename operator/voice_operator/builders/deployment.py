@@ -155,6 +155,10 @@ def _volumes(ctx: common.Context, plan: checkpoint_builder.Plan) -> tuple[list[d
     return volumes, mounts
 
 
+# Seconds between a pod's deletion and its SIGTERM (then 45 s of drain: 60 s grace in all).
+PRE_STOP_SECONDS = 5
+
+
 def pod_template(ctx: common.Context, plan: checkpoint_builder.Plan, served_folder: str | None) -> dict[str, Any]:
     """The pod template without its hash annotation (the hash is taken over this)."""
     s = ctx.spec
@@ -171,6 +175,10 @@ def pod_template(ctx: common.Context, plan: checkpoint_builder.Plan, served_fold
         "securityContext": common.container_security_context(),
         "volumeMounts": mounts,
         **_probes(ctx),
+        # The pod leaves the Service's endpoints when deletion starts, but kube-proxies and load
+        # balancers follow a moment later: serve on for those seconds before SIGTERM starts
+        # the drain, so a rollout refuses no request. Inside terminationGracePeriodSeconds.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }
     resources = _resources(ctx)
     if resources:
