@@ -299,3 +299,31 @@ async def test_a_broken_engine_loop_ends_every_stream_and_turns_not_ready(make) 
     assert scheduler.load_error is not None and "engine loop failed: AttributeError" in scheduler.load_error
     with pytest.raises(scheduler_mod.NotReady, match="engine loop failed"):
         scheduler.submit(request("late"))
+
+
+class ShrinkingEngine(GatedBatchEngine):
+    """Fits fewer slots at load than it was built for, as S1 Mini does when GPU memory is short."""
+
+    def __init__(self, max_batch_size: int, fits: int) -> None:
+        super().__init__(max_batch_size)
+        self.fits = fits
+
+    def load(self) -> None:
+        self.max_batch_size = self.fits
+
+
+async def test_the_slot_table_follows_a_smaller_maximum_set_at_load() -> None:
+    engine, metrics = ShrinkingEngine(4, fits=2), metrics_mod.Metrics()
+    scheduler = scheduler_mod.Scheduler(engine, max_queue=1, metrics=metrics)
+    await scheduler.start()
+    try:
+        assert scheduler.max_batch_size == 2 and sample(metrics, "voice_batch_slots") == 2
+        jobs = [scheduler.submit(request(f"r{i}", 1)) for i in range(3)]  # 2 in slots, 1 waiting
+        with pytest.raises(scheduler_mod.QueueFull, match="2 slots are busy"):
+            scheduler.submit(request("refused"))
+        engine.release_steps()
+        assert [await collect(job) for job in jobs] == [[0]] * 3
+        assert engine.steps == [["r0", "r1"], ["r2"]], "never more rows in a step than the slots that fit"
+    finally:
+        engine.release_steps()
+        await scheduler.close()
