@@ -28,7 +28,7 @@ import numpy as np
 import ormsgpack
 from aiohttp import web
 
-from voice_inference import api_tts, audio, encoders, errors, parsing, schemas, synthesis, textstream
+from voice_inference import api_tts, audio, encoders, errors, parsing, scheduler, schemas, synthesis, textstream
 from voice_inference.engines import base
 from voice_inference.errors import ApiError
 
@@ -58,6 +58,8 @@ async def live(request: web.Request) -> web.WebSocketResponse:
     try:
         async with asyncio.timeout(services.settings.live_max_session_seconds):
             body = await _start(ws, services)
+            if services.scheduler.draining:  # work accepted from here on would outlive the drain
+                raise ApiError(503, "not_ready", "the server is shutting down: connect to another replica")
             references = await api_tts.resolve_references(body, services, prefix="request.")
             await Session(ws, services, body, references).run()
     except ApiError as exc:
@@ -136,16 +138,23 @@ class Session:
             self._add_text(self.body.text)
         reader = asyncio.create_task(self._read(), name=f"live-{self.id}-read")
         writer = asyncio.create_task(self._write(), name=f"live-{self.id}-write")
+        # A session waiting for text at the drain deadline ends then too (a running segment's
+        # job ends with ShuttingDown, which the writer reports).
+        deadline = asyncio.create_task(self.services.scheduler.drain_ended.wait(), name=f"live-{self.id}-drain")
+        tasks = (reader, writer, deadline)
         try:
-            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if writer in done:
                 writer.result()
-            else:
+            elif reader in done:
                 reader.result()  # it only ends by raising: a disconnect or a bad event
+            else:
+                ended = scheduler.ShuttingDown("the server is shutting down: the session ran past the drain deadline")
+                raise synthesis.engine_error(ended)
         finally:
-            for task in (reader, writer):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # Reader --------------------------------------------------------------------------------
 
@@ -220,7 +229,11 @@ class Session:
         """One segment through the scheduler, its audio sent as it comes; returns its samples."""
         metrics = self.services.metrics
         started = time.perf_counter()
-        job = synthesis.submit(self.services, api_tts.engine_request(self.body, segment, references))
+        # accepted_before_drain: the session was started before any drain (``live`` checks), so
+        # its next segments are work already accepted and go on while the server drains.
+        job = synthesis.submit(
+            self.services, api_tts.engine_request(self.body, segment, references), accepted_before_drain=True
+        )
         metrics.live_segments.inc()
         parts: list[np.ndarray] = []
         try:
@@ -230,10 +243,8 @@ class Session:
                 if not self.first_audio_sent:
                     self.first_audio_sent = True
                     metrics.live_ttfa.observe(time.perf_counter() - started)
-        except base.RequestTooLarge as exc:
-            raise ApiError(413, "request_too_large", str(exc)) from None
         except base.EngineError as exc:
-            raise ApiError(500, "synthesis_failed", str(exc)) from None
+            raise synthesis.engine_error(exc) from None
         finally:
             job.cancel()  # no-op when finished; stops the engine when the client left
         samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     s1_cpu_threads: int = Field(
         0, ge=0, le=1024, description="torch intra-op threads when the model runs on CPU; 0 = torch's default."
     )
+    s1_slot_context: int = Field(
+        0, ge=0, le=1_000_000,
+        description="KV-cache positions per batch slot (prompt plus audio); 0 = the model's whole context. "
+        "Half the context fits twice the slots in the same GPU memory.",
+    )  # fmt: skip
     warmup: bool = Field(True, description="Run one synthesis before reporting ready.")
 
     # Mock engine: a per-step cost (one chunk for every row) lets tests and benchmarks see realistic timing.

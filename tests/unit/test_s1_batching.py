@@ -17,7 +17,8 @@ from tests import s1_support
 s1_support.require_engine()
 
 import torch  # noqa: E402
-from voice_inference.engines import base, s1_checkpoint, s1_kvcache, s1_mini, s1_sampling, stepped  # noqa: E402
+from voice_inference.engines import base, create_engine, s1_checkpoint, s1_kvcache, s1_mini, s1_sampling, stepped  # noqa: E402
+from voice_inference.settings import Settings  # noqa: E402
 
 
 pytestmark = pytest.mark.s1
@@ -286,7 +287,12 @@ def test_slow_per_row_work_runs_off_the_stepping_thread(recorder: Recorder, monk
 
 
 def test_a_shorter_slot_context_takes_less_memory_and_bounds_prompts(tiny_checkpoint: Path) -> None:
-    small = s1_mini.S1MiniEngine(tiny_checkpoint, device="cpu", max_batch_size=2, slot_context=1024, cpu_threads=1)
+    settings = Settings(
+        tts_provider="s1_mini", s1_checkpoint_path=tiny_checkpoint, s1_device="cpu", max_batch_size=2,
+        s1_slot_context=1024, s1_cpu_threads=1,
+    )  # fmt: skip
+    small = create_engine(settings)  # VOICE_S1_SLOT_CONTEXT reaches the engine
+    assert isinstance(small, s1_mini.S1MiniEngine)
     small.load()
     try:
         assert small.context == 1024 and small._decode.span_sizes == [1024]

@@ -28,5 +28,6 @@ def create_engine(settings: Settings) -> stepped.SteppedEngine:
             reference_cache_size=settings.s1_reference_cache_size,
             cpu_threads=settings.s1_cpu_threads,
             max_batch_size=settings.max_batch_size,
+            slot_context=settings.s1_slot_context,
         )
     raise base.EngineError(f"unknown tts provider {settings.tts_provider!r}")
