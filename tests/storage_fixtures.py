@@ -56,7 +56,8 @@ def wav_bytes(seconds: float = 0.5, rate: int = 16_000, frequency: float = 220.0
 class MotoS3:
     """moto_server in a child process; ``access_key``/``secret_key`` are a real IAM user's in it."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host  # an address of this machine (loopback, or the real node's bridge)
         self.port = 0
         self.endpoint_url = ""
         self.access_key = ""
@@ -65,12 +66,12 @@ class MotoS3:
         self._names = itertools.count()
 
     def start(self, timeout: float = 60.0) -> MotoS3:
-        self.port = free_port()
-        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.port = free_port(self.host)
+        self.endpoint_url = f"http://{self.host}:{self.port}"
         # The first 3 requests go unauthenticated: they create the IAM user whose key the tests use.
         env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -81,7 +82,7 @@ class MotoS3:
             if self.process.poll() is not None:
                 raise RuntimeError(f"moto_server exited with code {self.process.returncode}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import pathlib
@@ -34,6 +35,9 @@ NODE_NAME = "localhost"  # resolvable, so the API server reaches the kubelet for
 REAL_NODE_LABEL = "voice-service.test/real-node"
 NODE_BRIDGE = "voice-node0"
 NODE_POD_CIDR = "10.88.0.0/24"
+# This machine's address on the bridge (the pods' gateway): servers of the tests that pods
+# must reach (an S3 server, say) listen there, not on every interface.
+NODE_HOST_ADDRESS = str(next(ipaddress.ip_network(NODE_POD_CIDR).hosts()))
 PAUSE_IMAGE = "voice-service.local/pause:1"
 ROOT = pathlib.Path(os.environ.get("VOICE_NODE_ROOT", "/var/lib/voice-service/node"))
 RUN = pathlib.Path("/run/voice-service-node")
@@ -113,6 +117,7 @@ class RealNode:
         self._import([self._pause_image(), *images])
         progress(f"images in containerd: {', '.join(images) or '(none)'}")
         _run("iptables", "-I", *FORWARD_RULE)
+        self._bridge_up()
         kubeconfig = self._kubeconfig("kubelet", f"system:node:{NODE_NAME}", ("system:nodes",))
         healthz, port = launcher._free_ports(2)
         self._spawn("kubelet", [
@@ -135,6 +140,14 @@ class RealNode:
         ])  # fmt: skip
         self._wait("kube-proxy's rules", lambda: _run("iptables", "-t", "nat", "-S", "KUBE-SERVICES", check=False).returncode == 0)
         progress("kube-proxy up")
+
+    def _bridge_up(self) -> None:
+        """The pods' bridge with its gateway address, before any pod: so tests can listen on
+        NODE_HOST_ADDRESS from the start. The CNI bridge plugin adopts it as it finds it."""
+        _run("ip", "link", "add", NODE_BRIDGE, "type", "bridge")
+        prefix = ipaddress.ip_network(NODE_POD_CIDR).prefixlen
+        _run("ip", "addr", "add", f"{NODE_HOST_ADDRESS}/{prefix}", "dev", NODE_BRIDGE)
+        _run("ip", "link", "set", NODE_BRIDGE, "up")
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         proc, popen = launcher._spawn(name, argv, self.logs / f"{name}.log", die_with_parent=True)

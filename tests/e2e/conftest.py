@@ -101,3 +101,6 @@ from tests.e2e.operator_fixtures import crd_installed, operator, start_operator 
 # The real node (containerd, kubelet, kube-proxy), started on first use by the tests of pods
 # that really run (test_real_node*.py).
 from tests.e2e.real_node_fixtures import real_node  # noqa: E402, F401
+# Storage its pods use: local PersistentVolumes, an S3 server on the node's bridge, and the
+# tiny S1 checkpoint (test_real_node_checkpoint.py).
+from tests.e2e.real_node_storage import image_checkpoint, local_volumes, node_s3  # noqa: E402, F401
