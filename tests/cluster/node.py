@@ -43,6 +43,9 @@ ROOT = pathlib.Path(os.environ.get("VOICE_NODE_ROOT", "/var/lib/voice-service/no
 RUN = pathlib.Path("/run/voice-service-node")
 LOCK_FILE = RUN / "node.lock"
 CNI_BIN_DIR = "/usr/lib/cni"
+# ctr waits 10 s to dial a containerd that is not there (at start and stop, clearing what a
+# node left) before it gives up; 2 s is ample for one that runs.
+CTR = ("ctr", "--connect-timeout", "2s")
 PAUSE_SOURCE = pathlib.Path(__file__).resolve().parent / "node" / "pause.c"
 # Intra-bridge traffic: Docker sets the FORWARD policy to DROP, and with br_netfilter even
 # pod-to-pod frames on one bridge pass that chain.
@@ -158,7 +161,7 @@ class RealNode:
         launcher._wait_until(what, check, self.processes, timeout_s=timeout)
 
     def _ctr(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        return _run("ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args, input=input, check=check, timeout=900)
+        return _run(*CTR, "--address", str(self.socket), "--namespace", "k8s.io", *args, input=input, check=check, timeout=900)
 
     def _write_containerd_config(self) -> pathlib.Path:
         cni_conf = self.dir / "cni"
@@ -221,7 +224,7 @@ state = "{RUN / 'containerd'}"
             saved = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
             assert saved.stdout is not None
             imported = subprocess.run(
-                ["ctr", "--address", str(self.socket), "--namespace", "k8s.io", "images", "import", "-"],
+                [*CTR, "--address", str(self.socket), "--namespace", "k8s.io", "images", "import", "-"],
                 stdin=saved.stdout, capture_output=True, timeout=1800, check=False,
             )  # fmt: skip
             saved.stdout.close()
@@ -326,8 +329,8 @@ state = "{RUN / 'containerd'}"
     def _remove_leftovers(self) -> None:
         """What a stopped node leaves behind: pod containers (their shims outlive containerd),
         kube-proxy's chains, our FORWARD rule, the bridge. Safe to run when none exist."""
-        for line in _run("ctr", "--address", str(self.socket), "-n", "k8s.io", "tasks", "ls", "-q", check=False).stdout.decode().split():
-            _run("ctr", "--address", str(self.socket), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", line, check=False)
+        for line in _run(*CTR, "--address", str(self.socket), "-n", "k8s.io", "tasks", "ls", "-q", check=False).stdout.decode().split():
+            _run(*CTR, "--address", str(self.socket), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", line, check=False)
         # Shims (and the containers under them) of a containerd that is gone: only ours
         # name this node's socket.
         for shim in _shims(self.socket) if not self._containerd_answers() else []:
@@ -336,9 +339,9 @@ state = "{RUN / 'containerd'}"
                     os.kill(pid, signal.SIGKILL)
         if self.socket.exists():
             self._wait_tasks_gone()
-            for line in _run("ctr", "--address", str(self.socket), "-n", "k8s.io", "containers", "ls", "-q", check=False).stdout.decode().split():
-                _run("ctr", "--address", str(self.socket), "-n", "k8s.io", "tasks", "delete", "--force", line, check=False)
-                _run("ctr", "--address", str(self.socket), "-n", "k8s.io", "containers", "rm", line, check=False)
+            for line in _run(*CTR, "--address", str(self.socket), "-n", "k8s.io", "containers", "ls", "-q", check=False).stdout.decode().split():
+                _run(*CTR, "--address", str(self.socket), "-n", "k8s.io", "tasks", "delete", "--force", line, check=False)
+                _run(*CTR, "--address", str(self.socket), "-n", "k8s.io", "containers", "rm", line, check=False)
         # The kubelet's volume mounts (emptyDirs, tokens) outlive it.
         mounts = [line.split()[1] for line in pathlib.Path("/proc/mounts").read_text().splitlines()]
         for mount in sorted((m for m in mounts if m.startswith(f"{self.dir}/")), key=len, reverse=True):
@@ -355,7 +358,7 @@ state = "{RUN / 'containerd'}"
     def _wait_tasks_gone(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            listing = _run("ctr", "--address", str(self.socket), "-n", "k8s.io", "tasks", "ls", check=False).stdout.decode()
+            listing = _run(*CTR, "--address", str(self.socket), "-n", "k8s.io", "tasks", "ls", check=False).stdout.decode()
             if "RUNNING" not in listing:
                 return
             time.sleep(0.2)
