@@ -287,12 +287,18 @@ class ControlPlane:
     Layout: `kubeconfig` (admin), `state.json` (pids), `run/` (pki, logs, etcd data).
     `owned=True` ties the processes to this Python process: they are stopped at exit,
     on SIGTERM/SIGHUP, and by the kernel if this process is killed outright.
+    `api_address`: where the API server listens and what it advertises (the `kubernetes`
+    Service's endpoint). Loopback by default; pods that talk to the API server (the real
+    node's, scripts/demo_real.py) need a local address outside 127/8 that they can route to.
     """
 
-    def __init__(self, directory: pathlib.Path, bin_dir: pathlib.Path, *, owned: bool) -> None:
+    def __init__(
+        self, directory: pathlib.Path, bin_dir: pathlib.Path, *, owned: bool, api_address: str = "127.0.0.1"
+    ) -> None:
         self.directory = directory
         self.bin_dir = bin_dir
         self.owned = owned
+        self.api_address = api_address
         self.run_dir = directory / "run"
         self.kubeconfig = directory / KUBECONFIG_FILE
         self.state_path = directory / STATE_FILE
@@ -324,9 +330,9 @@ class ControlPlane:
         shutil.rmtree(self.run_dir, ignore_errors=True)
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True)
-        certs = pki.write_pki(self.run_dir / "pki", service_cluster_ip=SERVICE_CLUSTER_IP)
+        certs = pki.write_pki(self.run_dir / "pki", service_cluster_ip=SERVICE_CLUSTER_IP, api_address=self.api_address)
         etcd_client, etcd_peer, apiserver_port, cm_port, scheduler_port = _free_ports(5)
-        self.server = f"https://127.0.0.1:{apiserver_port}"
+        self.server = f"https://{self.api_address}:{apiserver_port}"
         _write_json(self.kubeconfig, _kubeconfig(self.server, certs.ca.cert, certs.admin, "admin"))
 
         # Components get their own identity each, so RBAC sees who does what.
@@ -369,8 +375,8 @@ class ControlPlane:
 
         apiserver = self._launch("kube-apiserver", logs, [
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.api_address}",
+            f"--advertise-address={self.api_address}",
             f"--secure-port={apiserver_port}",
             f"--cert-dir={self.run_dir / 'apiserver'}",
             f"--tls-cert-file={certs.apiserver.cert}",

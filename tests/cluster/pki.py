@@ -178,11 +178,12 @@ def load_ca(directory: pathlib.Path) -> _Ca:
     return _Ca(directory, existing=True)
 
 
-def write_pki(directory: pathlib.Path, *, service_cluster_ip: str) -> Pki:
+def write_pki(directory: pathlib.Path, *, service_cluster_ip: str, api_address: str = "127.0.0.1") -> Pki:
     """Generate every certificate and key of one cluster into `directory`.
 
     `service_cluster_ip` is the first address of the service range: the in-cluster
     `kubernetes` Service points there, so the API server certificate must name it.
+    `api_address` is where the API server listens (loopback by default): its certificate names it.
     """
     directory.mkdir(parents=True, exist_ok=True)
     ca = _Ca(directory)
@@ -190,7 +191,7 @@ def write_pki(directory: pathlib.Path, *, service_cluster_ip: str) -> Pki:
 
     apiserver = ca.issue(
         "apiserver", "kube-apiserver", server=True,
-        dns_names=_APISERVER_DNS_NAMES, ip_addresses=(*loopback, service_cluster_ip),
+        dns_names=_APISERVER_DNS_NAMES, ip_addresses=tuple(dict.fromkeys((*loopback, api_address, service_cluster_ip))),
     )
     # The identities below are the ones Kubernetes' bootstrap RBAC policy knows:
     # system:masters is the superuser group; the component users have their own roles.
