@@ -16,10 +16,12 @@ $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $@
 
-# The whole product on this machine: local control plane, chart, operator, a VoiceService,
-# its pod's server run locally, speech over HTTP (scripts/demo_cluster.py). demo-server: the
-# inference server alone.
-demo: $(VENV_STAMP) cluster-tools
+# The whole product on this machine (scripts/demo_cluster.py): local control plane, chart,
+# operator, a VoiceService, speech through its Service. Where a Docker engine answers and the
+# real node can run, the pods run from the images (demo-images builds them when missing);
+# elsewhere kwok plays the pods and the server runs here (DEMO_ARGS='--pods local' forces
+# that). demo-server: the inference server alone.
+demo: $(VENV_STAMP) cluster-tools demo-images
 	$(PYTHON) scripts/demo_cluster.py $(DEMO_ARGS)
 
 demo-server: $(VENV_STAMP)

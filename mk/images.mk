@@ -9,6 +9,7 @@
 #                                real node's CNI plugins, iptables and gcc, when missing
 #   make engine-up / engine-down a dockerd owned by scripts/images/engine.sh (stopped by pid)
 #   make test-containers         the container tests alone (tests/containers, tests/e2e/test_operator_image.py)
+#   make demo-images             both images, only where an engine answers and one is missing (`make demo`)
 
 IMAGES ?= operator inference
 IMAGE_BASES ?= local
@@ -17,11 +18,19 @@ IMAGE_BASES ?= local
 # plugins, iptables, conntrack) and the compiler of its pause binary.
 ENGINE_PACKAGES := docker.io mmdebstrap containernetworking-plugins iptables conntrack gcc libc6-dev
 
-.PHONY: images engine-packages engine-up engine-down test-containers
+.PHONY: images demo-images engine-packages engine-up engine-down test-containers
 
 images:
 	OPERATOR_IMAGE=$(OPERATOR_IMAGE) INFERENCE_IMAGE=$(INFERENCE_IMAGE) IMAGE_BASES=$(IMAGE_BASES) \
 		bash scripts/images/build.sh $(IMAGES)
+
+# The images `make demo` runs its pods from: built when an engine answers and one is missing
+# (cold: tens of minutes; present ones are not rebuilt, `make images` does that). Nothing for
+# DEMO_ARGS='--pods local' or without an engine: the demo then runs its local path.
+demo-images:
+	@case "$(DEMO_ARGS)" in *local*) exit 0;; esac; \
+	docker info >/dev/null 2>&1 || exit 0; \
+	docker image inspect $(OPERATOR_IMAGE) $(INFERENCE_IMAGE) >/dev/null 2>&1 || $(MAKE) images
 
 # apt-get, as root (CI's machines and these development machines are Debian bookworm).
 engine-packages:

@@ -1,8 +1,12 @@
 """The whole product on one machine (`make demo`): Kubernetes, the chart, the operator, speech.
 
-No cluster and no GPU needed. In order, each step printed as it runs:
+No cluster and no GPU needed. Step 1 builds the Kubernetes tools once (scripts/build-cluster-tools.sh);
+then one of two paths (`--pods auto|real|local`), each step printed and timed as it runs:
 
- 1. the Kubernetes tools (built once into ~/.cache/voice-service by scripts/build-cluster-tools.sh),
+* real (scripts/demo_real.py), where a Docker engine answers, both images are built and the
+  real node can run (tests/cluster/node.py): the operator and the VoiceService's pod run
+  from their images on a real node, and the speech comes through the Service;
+* local, otherwise (one line says why):
  2. a local control plane with simulated GPU nodes (tests/cluster/launcher.py), or the one
     `make cluster-up` already runs,
  3. `helm install` of charts/voice-operator,
@@ -12,65 +16,66 @@ No cluster and no GPU needed. In order, each step printed as it runs:
  6. a wait until `kubectl get vsvc` shows it Ready (kwok plays its pods),
  7. the inference server, started locally as that VoiceService's pod would run it: the env of
     the generated Deployment, with the pod's paths mapped to folders here, and the S1 Mini
-    engine on a tiny random-weight checkpoint when the [s1] extra is installed (`make venv-s1`),
-    else the mock engine,
+    engine on a tiny random-weight checkpoint when the [s1] extra is installed, else mock,
  8. a sentence synthesized over HTTP and saved as a WAV,
  9. the APIs up close: scripts/demo.py (Fish and OpenAI APIs, a cloned voice),
 
 then a summary, and clean-up: every process it started is stopped by its pid, and what it
-installed into a cluster it did not start is removed (`--keep` leaves the cluster, the
-release and the VoiceService running instead). A failure names the step and the reason.
+installed into a cluster it did not start is removed (`--keep`, local path only, leaves the
+cluster, release and VoiceService running instead). A failure names the step and the reason.
 
-Usage: python scripts/demo_cluster.py [--keep] [--engine auto|s1|mock] [--skip-api-tour]
+Usage: python scripts/demo_cluster.py [--pods auto|real|local] [--keep] [--engine auto|s1|mock] [--skip-api-tour]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import importlib.util
-import io
 import json
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import soundfile
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/ (scripts/ is on the path already)
+
+import demo_real
+from demo_steps import (
+    DEMO_NAMESPACE,
+    OUT,
+    RELEASE,
+    RELEASE_NAMESPACE,
+    REQUEST,
+    ROOT,
+    SENTENCE,
+    StepFailed,
+    Steps,
+    api_tour,
+    detail,
+    s1_available,
+    save_wav,
+    say,
+    tiny_checkpoint,
+    tools,
+)
 
 from tests import chart_support, lifetime
 from tests.cluster import client, launcher
 from tests.servers import ServerProcess
 
-OUT = ROOT / "out" / "demo-cluster"
 EXAMPLE = ROOT / "examples" / "voiceservice.yaml"
-RELEASE = "voice-operator"
-RELEASE_NAMESPACE = "voice-system"
-DEMO_NAMESPACE = "voice-demo"
-SENTENCE = "Hello from voice-service. A VoiceService on Kubernetes synthesized this sentence."
-STEPS = 9
-
-
-class StepFailed(Exception):
-    """A step could not finish; the message says why (no traceback for the user)."""
 
 
 @dataclasses.dataclass
 class Demo:
-    """What the demo started or created, so that clean-up undoes exactly that."""
+    """What the local path started or created, so that clean-up undoes exactly that."""
 
     args: argparse.Namespace
-    started_at: float = dataclasses.field(default_factory=time.monotonic)
-    timings: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    steps: Steps
     plane: launcher.ControlPlane | None = None  # a control plane this run started and owns
     plane_dir: pathlib.Path | None = None
     cluster: client.Cluster | None = None
@@ -78,52 +83,13 @@ class Demo:
     created_namespaces: list[str] = dataclasses.field(default_factory=list)
     operator: chart_support.OperatorProcess | None = None
     server: ServerProcess | None = None
-    facts: dict[str, str] = dataclasses.field(default_factory=dict)  # for the summary
+
+    @property
+    def facts(self) -> dict[str, str]:
+        return self.steps.facts
 
 
-# -- printing --------------------------------------------------------------------------------
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def detail(text: str) -> None:
-    for line in text.splitlines():
-        say(f"      {line}")
-
-
-@contextlib.contextmanager
-def step(demo: Demo, number: int, title: str) -> Iterator[None]:
-    say(f"\n==> [{number}/{STEPS}] {title}")
-    started = time.monotonic()
-    try:
-        yield
-    except StepFailed as err:
-        raise StepFailed(f"step {number} ({title}) failed: {err}") from None
-    except Exception as err:
-        # kubectl/helm failures (AssertionError from tests.cluster.client) carry the tool's own message.
-        why = str(err) if isinstance(err, AssertionError) else f"{type(err).__name__}: {err}"
-        raise StepFailed(f"step {number} ({title}) failed: {why}") from err
-    elapsed = time.monotonic() - started
-    demo.timings.append((title, elapsed))
-    say(f"    done in {elapsed:.1f}s")
-
-
-# -- the steps -------------------------------------------------------------------------------
-
-
-def tools(demo: Demo) -> pathlib.Path:
-    bin_dir = launcher.tools_bin_dir()
-    missing = launcher.missing_tools(bin_dir)
-    if missing:
-        detail(f"building {', '.join(missing)} into {bin_dir}")
-        detail("(the first build compiles Kubernetes from Go modules: about 25 minutes on 2 cores; later runs skip it)")
-        launcher.ensure_tools(bin_dir)
-    version = chart_support.kube_version(bin_dir)
-    detail(f"Kubernetes {version}, helm, kwok and etcd in {bin_dir}")
-    demo.facts["kubernetes"] = version
-    return bin_dir
+# -- the steps of the local path ---------------------------------------------------------------
 
 
 def control_plane(demo: Demo, bin_dir: pathlib.Path) -> client.Cluster:
@@ -225,13 +191,6 @@ def wait_ready(demo: Demo, cluster: client.Cluster, name: str) -> dict[str, Any]
     return obj
 
 
-def _s1_available() -> bool:
-    try:
-        return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("fish_speech") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def pod_environment(demo: Demo, cluster: client.Cluster, name: str) -> dict[str, str]:
     """The inference container's env from the generated Deployment, made runnable here.
 
@@ -257,21 +216,13 @@ def pod_environment(demo: Demo, cluster: client.Cluster, name: str) -> dict[str,
 
     wanted = demo.args.engine
     if pod_env.get("VOICE_TTS_PROVIDER") == "s1_mini":
-        if wanted == "mock" or (wanted == "auto" and not _s1_available()):
+        if wanted == "mock" or (wanted == "auto" and not s1_available()):
             why = "as asked (--engine mock)" if wanted == "mock" else "no [s1] extra here (`make venv-s1` installs it)"
             changes["VOICE_TTS_PROVIDER"] = ("mock", why)
             changes["VOICE_S1_CHECKPOINT_PATH"] = (None, "the mock engine needs no checkpoint")
         else:
             # The real engine code on a tiny random-weight checkpoint in the real S1 Mini format.
-            checkpoint = OUT / "tiny-checkpoint"
-            if not (checkpoint / "model.pth").exists():
-                detail("writing a tiny random-weight S1 Mini checkpoint (voice-inference make-checkpoint)")
-                result = subprocess.run(
-                    [sys.executable, "-m", "voice_inference", "make-checkpoint", str(checkpoint), "--size", "tiny"],
-                    capture_output=True, text=True, timeout=600, check=False,
-                )
-                if result.returncode != 0:
-                    raise StepFailed(f"voice-inference make-checkpoint failed: {result.stderr.strip()}")
+            checkpoint = tiny_checkpoint()
             changes["VOICE_S1_CHECKPOINT_PATH"] = (str(checkpoint), "a tiny random-weight checkpoint in the S1 Mini format (noise, not words)")
             changes["VOICE_S1_DEVICE"] = ("cpu", "no GPU here")
             changes["VOICE_S1_PRECISION"] = ("float32", "on the CPU")
@@ -308,30 +259,17 @@ def start_server(demo: Demo, env: dict[str, str]) -> ServerProcess:
 
 def synthesize(demo: Demo, server: ServerProcess) -> pathlib.Path:
     started = time.monotonic()
-    response = httpx.post(f"{server.url}/v1/tts", json={"text": SENTENCE, "format": "wav"}, timeout=600)
+    response = httpx.post(f"{server.url}/v1/tts", json=REQUEST, timeout=600)
     if response.status_code != 200:
         raise StepFailed(f"POST /v1/tts answered {response.status_code}: {response.text[:300]}")
-    path = OUT / "hello.wav"
-    path.write_bytes(response.content)
-    info = soundfile.info(io.BytesIO(response.content))
-    detail(f"POST /v1/tts {json.dumps({'text': SENTENCE[:40] + '...', 'format': 'wav'})}")
-    detail(f"{len(response.content)} bytes: {info.duration:.2f}s of {info.samplerate} Hz audio in {time.monotonic() - started:.2f}s -> {path.relative_to(ROOT)}")
-    demo.facts["audio"] = f"{path} ({info.duration:.2f}s)"
-    return path
-
-
-def api_tour() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], capture_output=True, text=True, timeout=600, check=False)
-    detail((result.stdout + result.stderr).rstrip())
-    if result.returncode != 0:
-        raise StepFailed(f"scripts/demo.py exited {result.returncode}")
+    how = f"POST /v1/tts {json.dumps({**REQUEST, 'text': SENTENCE[:40] + '...'})}"
+    return save_wav(demo.steps, response.content, how, time.monotonic() - started)
 
 
 # -- clean-up and summary --------------------------------------------------------------------
 
 
 def clean_up(demo: Demo) -> None:
-    say("\n==> clean-up")
     if demo.server is not None:
         demo.server.stop()
         detail("inference server stopped")
@@ -362,73 +300,98 @@ def clean_up(demo: Demo) -> None:
         detail(f"namespace {namespace} deleted")
 
 
-def summary(demo: Demo) -> None:
-    total = time.monotonic() - demo.started_at
-    say("\n==> summary")
-    detail("The chart installed the operator; the operator, with the chart's RBAC, turned")
-    detail("examples/voiceservice.yaml into a Deployment, Service, checkpoint PVC and fetch Job; kwok ran")
-    detail("the pods; the inference server ran here with the pod's env and spoke the sentence.")
+LOCAL_SUMMARY = """The chart installed the operator; the operator, with the chart's RBAC, turned
+examples/voiceservice.yaml into a Deployment, Service, checkpoint PVC and fetch Job; kwok ran
+the pods; the inference server ran here with the pod's env and spoke the sentence."""
+
+
+def run_local(args: argparse.Namespace, steps: Steps, bin_dir: pathlib.Path) -> None:
+    """Steps 2-9 of the local path; clean-up on every way out."""
+    demo = Demo(args, steps)
+    try:
+        with steps("local Kubernetes control plane"):
+            cluster = control_plane(demo, bin_dir)
+        with steps("helm install the voice-operator chart"):
+            deployment = helm_install(demo, cluster)
+        with steps("start the operator with the chart's ServiceAccount"):
+            start_operator(demo, cluster, deployment)
+        with steps("apply examples/voiceservice.yaml"):
+            name = apply_example(demo, cluster)
+        with steps("wait until `kubectl get vsvc` shows it Ready"):
+            wait_ready(demo, cluster, name)
+        with steps("run the inference server as the VoiceService's pod would"):
+            server = start_server(demo, pod_environment(demo, cluster, name))
+        with steps("synthesize a sentence over HTTP"):
+            synthesize(demo, server)
+        if not args.skip_api_tour:
+            with steps("the APIs up close (scripts/demo.py)"):
+                api_tour()
+    finally:
+        with steps.clean_up():
+            clean_up(demo)
     if demo.plane is not None:
         demo.facts["kubeconfig"] += " (that cluster is stopped now; `make demo DEMO_ARGS=--keep` keeps one)"
-    for key, value in demo.facts.items():
-        detail(f"{key + ':':<16}{value}")
-    detail("")
-    for title, seconds in demo.timings:
-        detail(f"{seconds:6.1f}s  {title}")
-    detail(f"{total:6.1f}s  in all")
+
+
+def choose_path(args: argparse.Namespace, bin_dir: pathlib.Path) -> str | None:
+    """'real' or 'local' (with one line saying why); None when --pods real cannot run here."""
+    if args.pods == "local":
+        say("\n==> pods: the local path, as asked (--pods local)")
+        return "local"
+    reason = demo_real.unavailable_reason(args, bin_dir)
+    if reason is None:
+        say("\n==> pods: real, on the real node (containerd, kubelet, kube-proxy), from the images")
+        return "real"
+    if args.pods == "real":
+        print(f"demo: --pods real cannot run here: {reason}", file=sys.stderr)
+        return None
+    say(f"\n==> pods: the local path (kwok plays the pods), because {reason}")
+    return "local"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", action="store_true", help="leave the cluster, release and VoiceService running")
+    parser.add_argument("--pods", choices=["auto", "real", "local"], default="auto",
+                        help="real: the pods run from the images on a real node; local: kwok plays them and the "
+                             "server runs here; auto: real where Docker, the images and the node's needs are met")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster, release and VoiceService running (local path)")
     parser.add_argument("--engine", choices=["auto", "s1", "mock"], default="auto",
-                        help="auto: S1 Mini on a tiny checkpoint when the [s1] extra is installed, else mock")
-    parser.add_argument("--skip-api-tour", action="store_true", help="leave out step 9 (scripts/demo.py)")
+                        help="auto: S1 Mini on a tiny checkpoint where it can run (the image on the real path, the "
+                             "[s1] extra on the local one), else mock")
+    parser.add_argument("--skip-api-tour", action="store_true", help="leave out the last step (scripts/demo.py)")
     args = parser.parse_args(argv)
-    if args.engine == "s1" and not _s1_available():
-        print("demo: --engine s1 needs the [s1] extra: run `make venv-s1` first", file=sys.stderr)
-        return 2
 
-    demo = Demo(args)
+    steps = Steps()
     OUT.mkdir(parents=True, exist_ok=True)
-    for stale in ("operator.log", "server.log"):
+    for stale in ("operator.log", "server.log", "hello.wav"):
         (OUT / stale).unlink(missing_ok=True)
-    say("voice-service demo: a Kubernetes control plane with simulated GPU nodes, the Helm chart,")
-    say("the operator and the inference server, all on this machine. Files go to " + str(OUT.relative_to(ROOT)) + "/")
+    say("voice-service demo: a Kubernetes control plane, the Helm chart, the operator and the inference")
+    say("server, all on this machine. Files go to " + str(OUT.relative_to(ROOT)) + "/")
     failed: str | None = None
     try:
-        with step(demo, 1, "Kubernetes tools"):
-            bin_dir = tools(demo)
-        with step(demo, 2, "local Kubernetes control plane"):
-            cluster = control_plane(demo, bin_dir)
-        with step(demo, 3, "helm install the voice-operator chart"):
-            deployment = helm_install(demo, cluster)
-        with step(demo, 4, "start the operator with the chart's ServiceAccount"):
-            start_operator(demo, cluster, deployment)
-        with step(demo, 5, "apply examples/voiceservice.yaml"):
-            name = apply_example(demo, cluster)
-        with step(demo, 6, "wait until `kubectl get vsvc` shows it Ready"):
-            wait_ready(demo, cluster, name)
-        with step(demo, 7, "run the inference server as the VoiceService's pod would"):
-            server = start_server(demo, pod_environment(demo, cluster, name))
-        with step(demo, 8, "synthesize a sentence over HTTP"):
-            synthesize(demo, server)
-        if not args.skip_api_tour:
-            with step(demo, 9, "the APIs up close (scripts/demo.py)"):
-                api_tour()
+        with steps("Kubernetes tools"):
+            bin_dir = tools(steps)
+        path = choose_path(args, bin_dir)
+        if path is None:
+            return 2
+        if path == "local" and args.engine == "s1" and not s1_available():
+            raise StepFailed("--engine s1 on the local path needs the [s1] extra: run `make venv-s1` first")
+        steps.total = (demo_real.STEPS if path == "real" else 9) - args.skip_api_tour
+        if path == "real":
+            demo_real.run(args, steps, bin_dir)
+        else:
+            run_local(args, steps, bin_dir)
     except StepFailed as err:
         failed = str(err)
     except KeyboardInterrupt:
         failed = "interrupted"
-    finally:
-        clean_up(demo)
     if failed:
         print(f"\ndemo failed: {failed}", file=sys.stderr)
         for label in ("operator log", "server log"):
-            if label in demo.facts:
-                print(f"  {label}: {demo.facts[label]}", file=sys.stderr)
+            if label in steps.facts:
+                print(f"  {label}: {steps.facts[label]}", file=sys.stderr)
         return 1
-    summary(demo)
+    steps.summary(demo_real.SUMMARY if path == "real" else LOCAL_SUMMARY)
     return 0
 
 
