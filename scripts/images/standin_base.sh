@@ -18,7 +18,9 @@ MIRROR=${VOICE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 case $REFERENCE in
     python:3.11*-slim*)
         suite=bookworm
-        packages=python3.11,python3.11-venv,ca-certificates
+        # libpython3.11-dev: the official image has Python's headers (/usr/local/include),
+        # which Triton's run-time builds of its GPU launchers include.
+        packages=python3.11,python3.11-venv,libpython3.11-dev,ca-certificates
         python=python3.11
         ;;
     *)

@@ -20,8 +20,25 @@ from tests import audio_checks, drain_checks
 from tests.containers import engine
 
 # The pod's writable places, as voice_operator.builders.deployment mounts them (emptyDirs).
-POD_VOLUMES = ("--tmpfs", "/tmp:uid=10001,gid=10001", "--tmpfs", "/cache:uid=10001,gid=10001",
+# An emptyDir allows executables (Triton loads the launchers it builds from /tmp); Docker's
+# --tmpfs is noexec unless told, so /tmp says exec.
+POD_VOLUMES = ("--tmpfs", "/tmp:exec,uid=10001,gid=10001", "--tmpfs", "/cache:uid=10001,gid=10001",
                "--tmpfs", "/references:uid=10001,gid=10001")  # fmt: skip
+
+# A C extension built and loaded the way Triton builds its CUDA driver stub and each kernel's
+# launcher when torch.compile first runs on a GPU (gcc, Python's headers, a cache under $HOME).
+TRITON_BUILD_PROBE = """
+from triton.runtime.build import compile_module_from_src
+SOURCE = '''
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static PyObject *answer(PyObject *self, PyObject *args) { return PyLong_FromLong(42); }
+static PyMethodDef methods[] = {{"answer", answer, METH_NOARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "probe", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_probe(void) { return PyModule_Create(&module); }
+'''
+print("answer", compile_module_from_src(SOURCE, "probe").answer())
+"""
 
 StartInference = Callable[..., engine.Container]
 
@@ -69,6 +86,14 @@ def test_mock_engine_serves_both_apis_locked_down(docker: engine.Docker, start_i
     assert "Read-only file system" in container.exec("touch", "/opt/venv/x").stderr
     status = container.exec("grep", "CapEff", "/proc/1/status").stdout.split()
     assert status[-1] == "0000000000000000", status
+
+
+def test_triton_builds_its_gpu_launchers_in_the_locked_down_container(docker: engine.Docker, inference_image: str) -> None:
+    # Without a C compiler in the image, VOICE_S1_COMPILE=true fails its warm-up on every GPU.
+    built = docker.run("run", "--rm", "--network=none", *engine.LOCKED_DOWN, *POD_VOLUMES, "--entrypoint", "python",
+                       inference_image, "-c", TRITON_BUILD_PROBE, timeout=120, check=False)  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert built.stdout.split() == ["answer", "42"]
 
 
 def test_sigterm_drains_and_exits_zero(start_inference: StartInference) -> None:
