@@ -5,10 +5,10 @@ continuations, comments, JSON and shell forms, ARG substitution in FROM), then c
 what can go wrong without building: a COPY of a path that does not exist, an entrypoint
 that is not a console script or does not import, a root user, a Python base that disagrees
 with pyproject, a CUDA base image or a torch from anywhere but the [s1] extra's pin (torch's
-wheels bring their CUDA libraries), a compiler left in the final stage (but the C compiler that Triton needs at run time in the
-inference image), health and ports that
-disagree with the operator's contract and the Helm chart, and an operator image that lacks
-a package voice_operator imports. `docker build` itself runs where Docker is (README).
+wheels bring their CUDA libraries), a compiler left in the final stage (but the C compiler
+Triton needs at run time in the inference image), health and ports that disagree with the
+operator's contract and the Helm chart, and an operator image that lacks a package
+voice_operator imports. `docker build` itself runs where Docker is (README).
 """
 
 from __future__ import annotations
