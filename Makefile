@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 EXTRAS ?= test,operator
 
-.PHONY: venv demo demo-server test test-unit test-integration bench bench-live clean
+.PHONY: venv demo demo-run demo-server test test-unit test-integration bench bench-live clean
 
 venv: $(VENV_STAMP)
 
@@ -17,11 +17,18 @@ $(VENV_STAMP): pyproject.toml
 	@touch $@
 
 # The whole product on this machine (scripts/demo_cluster.py): local control plane, chart,
-# operator, a VoiceService, speech through its Service. Where a Docker engine answers and the
-# real node can run, the pods run from the images (demo-images builds them when missing);
-# elsewhere kwok plays the pods and the server runs here (DEMO_ARGS='--pods local' forces
-# that). demo-server: the inference server alone.
-demo: $(VENV_STAMP) cluster-tools demo-images
+# operator, a VoiceService, speech through its Service. Where a Docker engine can run (as root
+# with apt-get: scripts/images/with_engine.sh installs Debian's packages and starts a dockerd
+# for the run, then stops it) and the real node can, the pods run from the images (demo-images
+# builds them when missing); elsewhere kwok plays the pods and the server runs here
+# (DEMO_ARGS='--pods local' forces that, and needs no engine). demo-server: the server alone.
+demo: $(VENV_STAMP) cluster-tools
+	@case "$(DEMO_ARGS)" in \
+		*local*|*--keep*) $(MAKE) --no-print-directory demo-run ;; \
+		*) bash scripts/images/with_engine.sh $(MAKE) --no-print-directory demo-images demo-run ;; \
+	esac
+
+demo-run:
 	$(PYTHON) scripts/demo_cluster.py $(DEMO_ARGS)
 
 demo-server: $(VENV_STAMP)

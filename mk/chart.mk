@@ -36,7 +36,6 @@ test-chart: $(VENV_STAMP) cluster-tools
 	$(PYTHON) -m pytest tests/unit/test_chart.py tests/unit/test_dockerfiles.py tests/e2e/test_chart.py
 
 # The whole product on this machine (scripts/demo_cluster.py).
-demo-cluster: $(VENV_STAMP) cluster-tools demo-images
-	$(PYTHON) scripts/demo_cluster.py $(DEMO_ARGS)
+demo-cluster: demo
 
 # The images themselves: `make images` (mk/images.mk).

@@ -221,6 +221,8 @@ state = "{RUN / 'containerd'}"
             have = self._ctr("images", "ls", f"name=={image}", check=False).stdout.decode()
             if wanted and wanted in _config_digests(self._ctr, image, have):
                 continue
+            if have.strip().count("\n"):  # an older build under this tag: free its snapshots first (disk)
+                self._ctr("images", "rm", "--sync", image, check=False)
             saved = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
             assert saved.stdout is not None
             imported = subprocess.run(

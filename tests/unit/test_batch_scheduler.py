@@ -12,8 +12,9 @@ fails alone, a failing step fails its rows only; a reader that falls behind paus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -106,6 +107,14 @@ async def until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.001)
 
 
+@contextlib.contextmanager
+def together(scheduler: scheduler_mod.Scheduler) -> Iterator[None]:
+    """Requests submitted inside are admitted at the same step: the engine thread takes its
+    admissions under this (reentrant) lock, so it cannot take the first before the last."""
+    with scheduler._batches._cond:
+        yield
+
+
 async def at_gate(engine: GatedBatchEngine) -> None:
     assert await asyncio.to_thread(engine.at_gate.wait, WAIT_S), "the engine never reached a step"
 
@@ -130,7 +139,8 @@ async def make():  # type: ignore[no-untyped-def]
 
 async def test_concurrent_requests_share_every_step(make) -> None:  # type: ignore[no-untyped-def]
     scheduler, engine, metrics = await make(4)
-    jobs = [scheduler.submit(request(f"r{i}")) for i in range(4)]
+    with together(scheduler):
+        jobs = [scheduler.submit(request(f"r{i}")) for i in range(4)]
     engine.release_steps()
     results = [await collect(job) for job in jobs]
     assert results == [[0, 1, 2]] * 4
@@ -156,8 +166,9 @@ async def test_a_request_joins_at_the_next_step_and_leaves_when_done(make) -> No
 
 async def test_a_waiter_takes_the_slot_a_finished_row_frees(make) -> None:  # type: ignore[no-untyped-def]
     scheduler, engine, metrics = await make(2, max_queue=2)
-    short, long = scheduler.submit(request("short", 1)), scheduler.submit(request("long", 3))
-    waiter = scheduler.submit(request("waiter", 1))
+    with together(scheduler):
+        short, long = scheduler.submit(request("short", 1)), scheduler.submit(request("long", 3))
+        waiter = scheduler.submit(request("waiter", 1))
     assert (sample(metrics, "voice_in_flight_requests"), sample(metrics, "voice_queue_depth")) == (2, 1)
     engine.release_steps()
     assert await collect(waiter) == [0]
@@ -181,7 +192,8 @@ async def test_queue_full_counts_waiting_beyond_the_slots(make) -> None:  # type
 
 async def test_cancelling_one_row_leaves_the_others_intact(make) -> None:  # type: ignore[no-untyped-def]
     scheduler, engine, metrics = await make(4)
-    jobs = {name: scheduler.submit(request(name, 4)) for name in ("a", "b", "c")}
+    with together(scheduler):
+        jobs = {name: scheduler.submit(request(name, 4)) for name in ("a", "b", "c")}
     iterator = aiter(jobs["b"])
     engine.release_steps(1)
     async with asyncio.timeout(WAIT_S):
@@ -256,7 +268,8 @@ async def test_a_request_too_large_reaches_its_job_as_it_is(make) -> None:  # ty
 async def test_a_slow_reader_pauses_its_row_and_the_others_go_on(make) -> None:  # type: ignore[no-untyped-def]
     # A buffer of 0.2 s is two chunks: the unread row is stepped twice, then waits.
     scheduler, engine, metrics = await make(2, buffer_seconds=0.2, stall_timeout_s=3600)
-    slow, fast = scheduler.submit(request("slow", 6)), scheduler.submit(request("fast", 6))
+    with together(scheduler):
+        slow, fast = scheduler.submit(request("slow", 6)), scheduler.submit(request("fast", 6))
     engine.release_steps()
     assert await collect(fast) == list(range(6))  # never waits for the slow reader
     assert [step.count("slow") for step in engine.steps] == [1, 1, 0, 0, 0, 0]
@@ -318,7 +331,8 @@ async def test_the_slot_table_follows_a_smaller_maximum_set_at_load() -> None:
     await scheduler.start()
     try:
         assert scheduler.max_batch_size == 2 and sample(metrics, "voice_batch_slots") == 2
-        jobs = [scheduler.submit(request(f"r{i}", 1)) for i in range(3)]  # 2 in slots, 1 waiting
+        with together(scheduler):
+            jobs = [scheduler.submit(request(f"r{i}", 1)) for i in range(3)]  # 2 in slots, 1 waiting
         with pytest.raises(scheduler_mod.QueueFull, match="2 slots are busy"):
             scheduler.submit(request("refused"))
         engine.release_steps()
