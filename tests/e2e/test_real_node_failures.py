@@ -4,6 +4,8 @@ deleted in the middle of a streamed request gives its client a clear end, never 
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 
@@ -21,27 +23,61 @@ def real_voiceservice(name: str, **spec: object) -> dict:
     return voiceservice(name, nodeSelector=dict(ON_REAL_NODE), imagePullPolicy="Never", **spec)
 
 
+class DegradedWatch:
+    """Every Degraded=True reason a VoiceService's status shows, from a ``kubectl get --watch``:
+    each status write arrives as its own event, so a state that lasts milliseconds is still seen
+    (polling can miss it: the mock engine restarts in about a second)."""
+
+    def __init__(self, cluster: client.Cluster, namespace: str, name: str) -> None:
+        self.reasons: list[str] = []
+        self._process = subprocess.Popen(
+            [str(cluster.bin_dir / "kubectl"), "get", "voiceservice", name, "-n", namespace, "--watch", "-o", "json"],
+            env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in self._process.stdout:  # objects are printed indented, one after another
+            buffer += line
+            try:
+                vs, end = decoder.raw_decode(buffer.lstrip())
+            except json.JSONDecodeError:
+                continue
+            buffer = buffer.lstrip()[end:]
+            degraded = condition(vs, "Degraded")
+            if degraded.get("status") == "True":
+                self.reasons.append(degraded.get("reason", ""))
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+        self._reader.join(timeout=10)
+
+
 def test_killed_container_restarts_and_the_voiceservice_recovers(
     cluster: client.Cluster, namespace: str, operator: OperatorProcess, real_node: node.RealNode
 ) -> None:
     cluster.apply(real_voiceservice("tts"), namespace)
     wait_condition(cluster, namespace, "tts", "Ready", "True", "Available", timeout=240)
     [pod] = cluster.pods(namespace, "voice-service.io/service=tts")
-    real_node.kill_container(pod["status"]["containerStatuses"][0]["containerID"])
+    watch = DegradedWatch(cluster, namespace, "tts")
+    try:
+        real_node.kill_container(pod["status"]["containerStatuses"][0]["containerID"])
 
-    seen: list[str] = []
+        def recovered() -> bool:
+            vs = get_vs(cluster, namespace, "tts")
+            [now] = cluster.pods(namespace, "voice-service.io/service=tts")
+            restarts = now["status"]["containerStatuses"][0]["restartCount"]
+            healthy = condition(vs, "Ready").get("status") == "True" and condition(vs, "Degraded").get("status") == "False"
+            return bool(watch.reasons) and restarts >= 1 and healthy
 
-    def recovered() -> bool:
-        vs = get_vs(cluster, namespace, "tts")
-        degraded = condition(vs, "Degraded")
-        if degraded.get("status") == "True":
-            seen.append(degraded.get("reason", ""))
-        [now] = cluster.pods(namespace, "voice-service.io/service=tts")
-        restarts = now["status"]["containerStatuses"][0]["restartCount"]
-        return bool(seen) and restarts >= 1 and condition(vs, "Ready").get("status") == "True" and degraded.get("status") == "False"
-
-    cluster.wait_for("Degraded, then recovered after the kill", recovered, timeout=120, interval=0.2)
-    assert set(seen) <= {"PodsNotReady", "CrashLoopBackOff"}, seen
+        cluster.wait_for("Degraded, then recovered after the kill", recovered, timeout=120, interval=0.5)
+    finally:
+        watch.stop()
+    assert set(watch.reasons) <= {"PodsNotReady", "CrashLoopBackOff"}, watch.reasons
     [now] = cluster.pods(namespace, "voice-service.io/service=tts")
     last = now["status"]["containerStatuses"][0]["lastState"]["terminated"]
     assert last["exitCode"] == 137 and now["metadata"]["uid"] == pod["metadata"]["uid"]  # the same pod, restarted
