@@ -66,7 +66,7 @@ def check_drain(base_url: str, send_sigterm: Callable[[], None], wait_exit: Call
             time.sleep(0.05)
         signalled = time.monotonic()
         send_sigterm()
-        new_connection = _wait_for(lambda: _refused(base_url) in ("refused", "503"), timeout=5)
+        new_connection = wait_for(lambda: _refused(base_url) in ("refused", "503"), timeout=5)
         after_sigterm = _refused(base_url)
         results = [running.result(timeout=60), waiting.result(timeout=60)]
     exit_code = wait_exit(60)
@@ -102,7 +102,7 @@ def _metric(base_url: str, name: str) -> float:
     return 0.0
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

@@ -3,7 +3,7 @@
 
 Live means the process serves HTTP; ready means the engine is loaded and warmed up (a
 kubelet sends traffic only then), so ``/health/ready`` answers 503 until that moment, and
-again from the moment shutdown begins (``draining``).
+again from the moment shutdown begins (``draining``: SIGTERM, while the server still serves).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from voice_inference import schemas, synthesis
+from voice_inference import schemas, serving, synthesis
 
 # Built once by ``app.build_app`` (``openapi.document``): it depends on the settings (API keys, limits).
 OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
@@ -23,14 +23,15 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     scheduler = request.app[synthesis.SERVICES].scheduler
+    closing = request.app[serving.CLOSING].is_set()
     status = (
-        "draining" if scheduler.draining
+        "draining" if closing or scheduler.draining
         else "failed" if scheduler.load_error
         else "ready" if scheduler.ready
         else "loading"
     )  # fmt: skip
     body = schemas.Readiness(status=status, engine=scheduler.engine.name, error=scheduler.load_error or None)
-    return web.json_response(body.model_dump(exclude_none=True), status=200 if scheduler.ready else 503)
+    return web.json_response(body.model_dump(exclude_none=True), status=200 if status == "ready" else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

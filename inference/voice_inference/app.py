@@ -4,7 +4,8 @@ OpenAPI document, CORS, lifecycle.
 ``cli serve`` calls ``build_app`` and runs it; tests and benchmarks do the same with their
 own settings. The engine loads in the background after the server starts listening, so
 liveness answers at once and readiness turns 200 only when the engine is warmed up. On
-SIGTERM the server drains (``_drain``): readiness 503, new work refused, accepted work finishes.
+SIGTERM the server closes its connections (``serving``), then drains (``_drain``): readiness
+503, new work refused, accepted work finishes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import aiohttp_cors
 from aiohttp import web
 
-from voice_inference import api_system, middlewares, openapi, routes, synthesis, voices
+from voice_inference import api_system, middlewares, openapi, routes, serving, synthesis, voices
 from voice_inference.engines import base, create_engine, stepped
 from voice_inference.metrics import Metrics
 from voice_inference.scheduler import Scheduler
@@ -52,6 +53,8 @@ def build_app(
         stack.append(middlewares.auth_middleware(keys))
     app = web.Application(middlewares=stack, client_max_size=settings.max_body_bytes)
     app[synthesis.SERVICES] = services
+    app[serving.CLOSING] = asyncio.Event()
+    app.on_response_prepare.append(serving.close_connections_when_closing)
 
     api_routes = routes.register(app)
     app[api_system.OPENAPI_DOCUMENT] = openapi.document(
@@ -94,10 +97,10 @@ async def _start_engine(app: web.Application) -> None:
 
 
 async def _drain(app: web.Application) -> None:
-    """SIGTERM: aiohttp has closed the listening socket and idle connections; from here new
-    work is refused with 503 while accepted work finishes. At ``drain_seconds`` what is left
-    is ended by the scheduler, so handlers return by themselves before run_app's
-    shutdown_timeout (``cli``) would cancel them."""
+    """Shutdown, after ``serving``'s delay: aiohttp has closed the listening socket and idle
+    connections; from here new work is refused with 503 while accepted work finishes. At
+    ``drain_seconds`` what is left is ended by the scheduler, so handlers return by themselves
+    before the runner's shutdown_timeout (``serving``) would cancel them."""
     services = app[synthesis.SERVICES]
     log.info("shutting down: draining accepted requests for up to %g s", services.settings.drain_seconds)
     services.scheduler.drain(services.settings.drain_seconds)

@@ -9,15 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aiohttp import web
 from pydantic import ValidationError
 
-from voice_inference import logs
+from voice_inference import logs, serving
 from voice_inference.settings import Settings
-
-# After the drain deadline (VOICE_DRAIN_SECONDS, 45 s by default) handlers get this long to
-# end their streams before aiohttp cancels them; the sum stays inside the pod's 60 s grace period.
-SHUTDOWN_MARGIN_SECONDS = 5.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,17 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"voice-inference: cannot start: {exc}", file=sys.stderr)
         return 2
-    # handler_cancellation: a client that disconnects cancels its handler, which cancels its job.
-    # shutdown_timeout: the drain deadline (app._drain ends what is left then) plus a margin,
-    # inside the pod's terminationGracePeriodSeconds (60), so the process exits 0 before the kubelet kills it.
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        handler_cancellation=True,
-        shutdown_timeout=settings.drain_seconds + SHUTDOWN_MARGIN_SECONDS,
-        print=None,
-    )
+    serving.run(app, settings)
     return 0
 
 

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600, description="A paused request whose reader takes nothing this long is ended."
     )
     retry_after_seconds: int = Field(1, ge=1, le=3600)
+    shutdown_delay_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=600,
+        description="After SIGTERM, how long the server serves on (readiness 503, each response closing its "
+        "connection) before it stops listening and drains: the time load balancers take to stop sending.",
+    )
     drain_seconds: float = Field(
         45.0, gt=0, le=3600, description="After SIGTERM, how long accepted work may go on before it is cancelled."
     )

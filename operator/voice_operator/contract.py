@@ -41,6 +41,7 @@ MAX_BATCH_SIZE: Final = env_name("max_batch_size")
 QUEUE_SIZE: Final = env_name("queue_size")
 MAX_TEXT_LENGTH: Final = env_name("max_text_length")
 LOG_LEVEL: Final = env_name("log_level")
+SHUTDOWN_DELAY: Final = env_name("shutdown_delay_seconds")
 CORS_ALLOW_ORIGINS: Final = env_name("cors_allow_origins")  # comma-separated list
 API_KEYS_FILE: Final = env_name("api_keys_file")  # one key per line
 REFERENCE_STORAGE: Final = env_name("reference_storage")
@@ -74,6 +75,7 @@ ALL_ENV: Final = (
     QUEUE_SIZE,
     MAX_TEXT_LENGTH,
     LOG_LEVEL,
+    SHUTDOWN_DELAY,
     CORS_ALLOW_ORIGINS,
     API_KEYS_FILE,
     REFERENCE_STORAGE,

@@ -1,5 +1,5 @@
 """A spec change rolls out under steady client load with zero failed requests, on the real
-node: readiness, the drain on SIGTERM, the preStop pause and the PodDisruptionBudget together.
+node: readiness, the serve-on delay and the drain on SIGTERM, and the PodDisruptionBudget together.
 
 The load runs from this machine (the node itself) to the Service's cluster IP, through
 kube-proxy's rules, bounded in count and time; the numbers are printed (pytest -s).

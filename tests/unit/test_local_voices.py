@@ -4,7 +4,8 @@ Covers: put/get/list/delete round trip; replacing a voice never leaves a half-wr
 missing voice (a failure while writing keeps the old one, and staging folders are never
 listed); path-traversal ids are rejected before any file is touched; Fish Audio's own folder
 layout (``<id>/<name>.wav`` + ``<name>.lab``) is read, and a folder with audio but no ``.lab``
-is not a voice; one unreadable voice does not break the listing.
+is not a voice; one unreadable voice does not break the listing; a reader racing a replace or a
+delete gets one whole version of the voice or none, never an error.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 import soundfile
 
 from voice_inference import voices
+from voice_inference.voices import local
 
 RATE = 16_000
 PCM16_STEP = 1 / 32768
@@ -260,3 +262,37 @@ async def test_invalid_content_is_refused_and_writes_nothing(
     with pytest.raises(voices.InvalidVoice):
         await store.put("bad", samples, rate, text)
     assert not root.exists() or visible_entries(root) == []
+
+
+def _writer_strikes_mid_read(monkeypatch: pytest.MonkeyPatch, strike) -> None:
+    """The first time a reader has read a transcript (it reads meta.json next), a writer acts."""
+    read_meta = local._read_meta
+    struck = []
+
+    def racing(folder: int) -> dict[str, str]:
+        if not struck:
+            struck.append(True)
+            strike()
+        return read_meta(folder)
+
+    monkeypatch.setattr(local, "_read_meta", racing)
+
+
+async def test_a_reader_racing_a_replace_gets_one_whole_version(
+    store: voices.LocalVoiceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.put("v", tone(hz=220), RATE, "The old words.")
+    _writer_strikes_mid_read(monkeypatch, lambda: store._write("v", tone(hz=440), RATE, "The new words."))
+    voice = await store.get("v")
+    new = await store.get("v")
+    assert voice.text == new.text == "The new words."
+    assert np.array_equal(voice.samples, new.samples), "the transcript of one version with the audio of another"
+
+
+async def test_a_reader_racing_a_delete_finds_nothing(store: voices.LocalVoiceStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    await store.put("gone", tone(), RATE, "Soon deleted.")
+    await store.put("kept", tone(), RATE, "Kept.")
+    _writer_strikes_mid_read(monkeypatch, lambda: store._delete("gone"))
+    assert [voice.id for voice in await store.list()] == ["kept"]
+    with pytest.raises(voices.VoiceNotFound):
+        await store.get("gone")

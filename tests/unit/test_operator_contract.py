@@ -7,6 +7,7 @@ import pathlib
 import yaml
 
 from voice_inference import metrics as metrics_mod
+from voice_inference import serving
 from voice_inference import settings as inference_settings
 from voice_operator import contract, spec
 from voice_operator.builders import checkpoint, common, deployment
@@ -89,3 +90,19 @@ def test_probe_paths_and_port() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == contract.READY_PATH == "/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == contract.LIVE_PATH == "/health/live"
     assert container["ports"][0]["containerPort"] == contract.PORT == inference_settings.Settings.model_fields["port"].default
+
+
+def test_the_shutdown_fits_in_the_grace_period(monkeypatch) -> None:
+    # Serve-on delay + drain deadline + the runner's margin: the process exits 0 before the kubelet kills it.
+    ctx = _everything_on()
+    pod = deployment.deployment(ctx, checkpoint.plan(ctx), "rev-x")["spec"]["template"]["spec"]
+    env = _rendered_voice_env(ctx)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(contract.API_KEYS_FILE)  # a mounted file in the pod; not needed for these fields
+    monkeypatch.delenv(contract.REFERENCE_HF_TOKEN_FILE)
+    parsed = inference_settings.Settings()
+    assert parsed.shutdown_delay_seconds == deployment.SHUTDOWN_DELAY_SECONDS > 0
+    assert "lifecycle" not in pod["containers"][0], "the server itself serves on after SIGTERM: no preStop pause"
+    total = parsed.shutdown_delay_seconds + parsed.drain_seconds + serving.SHUTDOWN_MARGIN_SECONDS
+    assert total < pod["terminationGracePeriodSeconds"]

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
@@ -62,20 +63,41 @@ class LocalVoiceStore(base.VoiceStore):
         return voices
 
     def _read(self, voice_id: str) -> base.StoredVoice:
-        folder = self.root / voice_id
-        names = [path.name for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
-        audio_name, transcript_name = base.pick_voice_files(names)
-        if audio_name is None:
-            raise base.VoiceNotFound(voice_id)
-        if transcript_name is None:
-            raise base.CorruptVoice(
-                f"stored voice {voice_id!r} has no transcript: expected {Path(audio_name).stem}.lab beside {audio_name}"
-            )
-        audio_file = folder / audio_name
-        text = (folder / transcript_name).read_text(encoding="utf-8")
-        meta = _read_meta(folder / "meta.json")
-        created = meta.get("created_at") or base.iso(dt.datetime.fromtimestamp(audio_file.stat().st_mtime, dt.UTC))
-        voice = base.decode_voice(voice_id, audio_file.read_bytes(), text, created_at=created, revision="")
+        """Every file is read through one descriptor of the voice's folder, so the files come
+        from one version of the voice even if a writer renames the folder away meanwhile. If
+        the old version's files are deleted under the reader, it reads again: the new version
+        (a replace) or none (a delete), never an error."""
+        try:
+            return self._read_folder(voice_id)
+        except FileNotFoundError:
+            pass
+        try:
+            return self._read_folder(voice_id)
+        except FileNotFoundError:
+            raise base.VoiceNotFound(voice_id) from None
+
+    def _read_folder(self, voice_id: str) -> base.StoredVoice:
+        try:
+            folder = os.open(self.root / voice_id, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise base.VoiceNotFound(voice_id) from None
+        try:
+            names = [name for name in os.listdir(folder) if stat.S_ISREG(os.stat(name, dir_fd=folder).st_mode)]
+            audio_name, transcript_name = base.pick_voice_files(names)
+            if audio_name is None:
+                raise base.VoiceNotFound(voice_id)
+            if transcript_name is None:
+                raise base.CorruptVoice(
+                    f"stored voice {voice_id!r} has no transcript: expected {Path(audio_name).stem}.lab beside {audio_name}"
+                )
+            text = _read_file(folder, transcript_name).decode("utf-8")
+            meta = _read_meta(folder)
+            audio = _read_file(folder, audio_name)
+            mtime = os.stat(audio_name, dir_fd=folder).st_mtime
+        finally:
+            os.close(folder)
+        created = meta.get("created_at") or base.iso(dt.datetime.fromtimestamp(mtime, dt.UTC))
+        voice = base.decode_voice(voice_id, audio, text, created_at=created, revision="")
         revision = meta.get("revision") or base.revision_of(voice.samples, voice.text)
         return base.StoredVoice(voice.id, voice.text, voice.samples, voice.sample_rate, created, revision)
 
@@ -117,9 +139,14 @@ class LocalVoiceStore(base.VoiceStore):
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _read_meta(path: Path) -> dict[str, str]:
+def _read_file(folder: int, name: str) -> bytes:
+    with open(os.open(name, os.O_RDONLY, dir_fd=folder), "rb") as handle:
+        return handle.read()
+
+
+def _read_meta(folder: int) -> dict[str, str]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_file(folder, "meta.json").decode("utf-8"))
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}

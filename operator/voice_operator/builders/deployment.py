@@ -15,6 +15,13 @@ from voice_operator.builders import checkpoint as checkpoint_builder
 from voice_operator.builders import common
 
 
+# The pod leaves the Service's endpoints when its deletion starts, but kube-proxies and load
+# balancers follow a moment later: after SIGTERM the server serves on this long, closing each
+# connection after its answer, before it stops listening and drains (45 s): a rollout fails no
+# request. 5 + 45 + the server's 5 s margin stay inside terminationGracePeriodSeconds (60).
+SHUTDOWN_DELAY_SECONDS = 5
+
+
 def environment(ctx: common.Context, checkpoint_path: str | None) -> list[dict[str, Any]]:
     """The container's env: the VOICE_* contract, cache locations, then the user's extras."""
     s = ctx.spec
@@ -30,6 +37,7 @@ def environment(ctx: common.Context, checkpoint_path: str | None) -> list[dict[s
         {"name": contract.QUEUE_SIZE, "value": str(engine.queue_size)},
         {"name": contract.MAX_TEXT_LENGTH, "value": str(engine.max_text_length)},
         {"name": contract.LOG_LEVEL, "value": engine.log_level},
+        {"name": contract.SHUTDOWN_DELAY, "value": str(SHUTDOWN_DELAY_SECONDS)},
         {"name": contract.REFERENCE_STORAGE, "value": s.references.storage},
         {"name": contract.REFERENCE_PATH, "value": contract.REFERENCES_MOUNT},
     ]
@@ -155,10 +163,6 @@ def _volumes(ctx: common.Context, plan: checkpoint_builder.Plan) -> tuple[list[d
     return volumes, mounts
 
 
-# Seconds between a pod's deletion and its SIGTERM (then 45 s of drain: 60 s grace in all).
-PRE_STOP_SECONDS = 5
-
-
 def pod_template(ctx: common.Context, plan: checkpoint_builder.Plan, served_folder: str | None) -> dict[str, Any]:
     """The pod template without its hash annotation (the hash is taken over this)."""
     s = ctx.spec
@@ -175,10 +179,6 @@ def pod_template(ctx: common.Context, plan: checkpoint_builder.Plan, served_fold
         "securityContext": common.container_security_context(),
         "volumeMounts": mounts,
         **_probes(ctx),
-        # The pod leaves the Service's endpoints when deletion starts, but kube-proxies and load
-        # balancers follow a moment later: serve on for those seconds before SIGTERM starts
-        # the drain, so a rollout refuses no request. Inside terminationGracePeriodSeconds.
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }
     resources = _resources(ctx)
     if resources:
