@@ -25,6 +25,7 @@ import pathlib
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import IO
@@ -223,15 +224,23 @@ state = "{RUN / 'containerd'}"
                 continue
             if have.strip().count("\n"):  # an older build under this tag: free its snapshots first (disk)
                 self._ctr("images", "rm", "--sync", image, check=False)
-            saved = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-            assert saved.stdout is not None
-            imported = subprocess.run(
-                [*CTR, "--address", str(self.socket), "--namespace", "k8s.io", "images", "import", "-"],
-                stdin=saved.stdout, capture_output=True, timeout=1800, check=False,
-            )  # fmt: skip
-            saved.stdout.close()
-            if saved.wait() != 0 or imported.returncode != 0:
-                raise NodeError(f"importing {image} into containerd failed: {imported.stderr.decode()[-1000:]}")
+            with tempfile.TemporaryFile() as save_errors:  # a file: an unread pipe could block docker save
+                saved = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, stderr=save_errors)
+                assert saved.stdout is not None
+                imported = subprocess.run(
+                    [*CTR, "--address", str(self.socket), "--namespace", "k8s.io", "images", "import", "-"],
+                    stdin=saved.stdout, capture_output=True, timeout=1800, check=False,
+                )  # fmt: skip
+                saved.stdout.close()
+                if saved.wait() != 0 or imported.returncode != 0:
+                    save_errors.seek(0)
+                    # docker save's own error first: when it fails (a full disk, say), ctr only sees a cut stream.
+                    reasons = [save_errors.read().decode(errors="replace")[-1000:], imported.stderr.decode()[-1000:]]
+                    free = shutil.disk_usage(ROOT).free / 2**30
+                    raise NodeError(
+                        f"importing {image} into containerd failed ({free:.1f} GiB free under {ROOT}): "
+                        + " / ".join(reason.strip() for reason in reasons if reason.strip())
+                    )
             self._discard_layers(image)
 
     def _discard_layers(self, image: str) -> None:
