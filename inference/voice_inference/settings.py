@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         32, ge=0, le=100_000, description="Encoded reference voices kept in memory (LRU); 0 = none."
     )
     s1_cpu_threads: int = Field(
-        0, ge=0, le=1024, description="torch intra-op threads when the model runs on CPU; 0 = torch's default."
+        0, ge=0, le=1024, description="torch intra-op threads when the model runs on CPU; 0 = half the CPUs."
     )
     s1_slot_context: int = Field(
         0, ge=0, le=1_000_000,

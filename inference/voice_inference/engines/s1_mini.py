@@ -28,6 +28,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import secrets
 import threading
 import time
@@ -81,6 +82,11 @@ class _RowState:
         default_factory=collections.deque
     )
     used: int = 0  # cache positions this row has written
+
+
+def default_cpu_threads() -> int:
+    """Torch threads on CPU when ``VOICE_S1_CPU_THREADS`` is 0: half the CPUs this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 class S1MiniEngine(stepped.SteppedEngine):
@@ -139,10 +145,12 @@ class S1MiniEngine(stepped.SteppedEngine):
         s1_checkpoint.require_files(path)
         self.device = s1_load.select_device(self.device_setting)
         self.dtype = s1_load.select_precision(self.precision_setting, self.device)
-        if self.device.type == "cpu" and self.cpu_threads:
-            # Process-wide, and the server process is ours. A small model's steps are tiny ops, where
-            # more threads mostly add synchronisation (badly so on a busy machine).
-            torch.set_num_threads(self.cpu_threads)
+        if self.device.type == "cpu":
+            # Process-wide, and the server process is ours. The stepping thread (the decoder) and the
+            # audio thread (the codec) run torch ops at once, so by default each gets half the CPUs:
+            # torch's own default, all of them each, oversubscribes (on 2 cores, 3.2x instead of
+            # 3.8x the batch-1 throughput at 8 streams, bench-batch).
+            torch.set_num_threads(self.cpu_threads or default_cpu_threads())
         started = time.perf_counter()
 
         model = s1_load.load_model(path, self.device, self.dtype)
@@ -187,9 +195,16 @@ class S1MiniEngine(stepped.SteppedEngine):
         )  # fmt: skip
 
     def warm_up(self) -> None:
-        """One short synthesis; when compiled, also one step at every (batch, span) bucket, so each
-        graph (and CUDA graph) exists before the server reports ready."""
+        """One short synthesis; on CPU, the codec's decode at every padded window shape (on the
+        audio thread, where it runs); when compiled, also one step at every (batch, span) bucket,
+        so each kernel, graph (and CUDA graph) exists before the server reports ready."""
         super().warm_up()
+        assert self._audio is not None and self.codec is not None and self.model is not None
+        longest = CODEC_CONTEXT_FRAMES + max(MAX_CHUNK_FRAMES, 2 * self.stream_frames)  # a window at most
+        codec, codebooks = self.codec, self.model.config.num_codebooks
+        shapes = self._audio.call(lambda: s1_stream.warm_up_decode(codec, codebooks, longest)).result()
+        if shapes:
+            log.info("warmed the codec's decode at %d window shapes", shapes)
         if not self.compile:
             return
         assert self._decode is not None

@@ -9,6 +9,8 @@ queues work and collects finished chunks, in order, so none of that stalls the r
 When several rows have a window due at once, the worker decodes them in one codec call
 (``decode_batch``: windows padded to the longest; the codec is causal, so padding after a
 window never changes its samples). ``scripts/bench_batch_engine.py`` measures what that pays.
+On CPU every call is padded to a multiple of 8 frames and runs on oneDNN, whose kernels for
+each of those shapes are built at warm-up (``warm_up_decode``).
 
 Chunks of a segment: the first is small (time to first audio), later ones double up to a
 limit (``s1_slots.ChunkSchedule``). Each window is decoded together with up to
@@ -30,6 +32,7 @@ import torch
 from voice_inference.engines import s1_codec, s1_slots
 
 DECODE_BATCH = 4  # windows per codec call at most: on CPU 2-8 together save 10-20%, 16 cost more (bench-batch-engine)
+WINDOW_BUCKET_FRAMES = 8  # CPU decode calls are padded to a multiple of this: few shapes for oneDNN
 
 
 class SegmentAudio:
@@ -160,18 +163,42 @@ class AudioWorker:
 def decode_batch(
     codec: torch.nn.Module, windows: list[torch.Tensor], *, autocast_dtype: torch.dtype | None
 ) -> list[np.ndarray]:
-    """Audio of several windows (num_codebooks, n_i) in one codec call; one window alone is
-    ``s1_codec.decode``."""
-    if len(windows) == 1:
-        return [s1_codec.decode(codec, windows[0], autocast_dtype=autocast_dtype)]
+    """Audio of several windows (num_codebooks, n_i) in one codec call.
+
+    On CPU the call is padded to a multiple of ``WINDOW_BUCKET_FRAMES`` and runs on oneDNN's
+    kernels, built for each (windows, length) shape by ``warm_up_decode``; elsewhere one window
+    alone is ``s1_codec.decode``."""
     device = next(codec.parameters()).device
+    cpu = device.type == "cpu"
+    if len(windows) == 1 and not cpu:
+        return [s1_codec.decode(codec, windows[0], autocast_dtype=autocast_dtype)]
     longest = max(window.shape[1] for window in windows)
-    indices = torch.zeros((len(windows), windows[0].shape[0], longest), dtype=torch.long, device=device)
+    length = bucket_frames(longest) if cpu else longest
+    indices = torch.zeros((len(windows), windows[0].shape[0], length), dtype=torch.long, device=device)
     for row, window in enumerate(windows):
         indices[row, :, : window.shape[1]] = window.to(device)
-    audio = s1_codec.decode_indices(codec, indices, autocast_dtype=autocast_dtype)
+    audio = s1_codec.decode_indices(codec, indices, autocast_dtype=autocast_dtype, onednn=cpu)
     hop = int(codec.frame_length)
     return [audio[row, : window.shape[1] * hop] for row, window in enumerate(windows)]
+
+
+def bucket_frames(frames: int) -> int:
+    """The padded length of a CPU decode call: the next multiple of ``WINDOW_BUCKET_FRAMES``."""
+    return -(-frames // WINDOW_BUCKET_FRAMES) * WINDOW_BUCKET_FRAMES
+
+
+def warm_up_decode(codec: torch.nn.Module, num_codebooks: int, longest: int) -> int:
+    """On CPU, one decode call at every shape the streamed decode makes with windows up to
+    ``longest`` frames (1 to ``DECODE_BATCH`` windows, each bucket), so oneDNN builds its
+    kernels before the server is ready, not under a stream. Returns the shapes warmed."""
+    if next(codec.parameters()).device.type != "cpu":
+        return 0
+    shapes = 0
+    for rows in range(1, DECODE_BATCH + 1):
+        for length in range(WINDOW_BUCKET_FRAMES, bucket_frames(longest) + 1, WINDOW_BUCKET_FRAMES):
+            decode_batch(codec, [torch.zeros((num_codebooks, length), dtype=torch.long)] * rows, autocast_dtype=None)
+            shapes += 1
+    return shapes
 
 
 def time_stretch(audio: np.ndarray, speed: float) -> np.ndarray:

@@ -1,0 +1,79 @@
+"""The streamed codec decode on CPU (``s1_stream.decode_batch``): windows are padded to a few
+lengths and run on oneDNN's kernels, which are built for each shape at warm-up, so no stream
+pays for building them. Padding never changes a window's samples (the codec is causal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import s1_support
+
+s1_support.require_engine()
+
+import torch  # noqa: E402
+from voice_inference.engines import base, s1_codec, s1_mini, s1_stream  # noqa: E402
+
+pytestmark = pytest.mark.s1
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint: Path) -> s1_mini.S1MiniEngine:
+    loaded = s1_mini.S1MiniEngine(tiny_checkpoint, device="cpu", max_batch_size=4, cpu_threads=1)
+    loaded.load()
+    return loaded
+
+
+def _record_decode_shapes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, bool]]:
+    """(windows, frames, oneDNN) of every codec decode call from now on."""
+    shapes: list[tuple[int, int, bool]] = []
+    original = s1_codec.decode_indices
+
+    def recording(codec: torch.nn.Module, indices: torch.Tensor, **options: object) -> np.ndarray:
+        shapes.append((indices.shape[0], indices.shape[-1], bool(options.get("onednn"))))
+        return original(codec, indices, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(s1_codec, "decode_indices", recording)
+    return shapes
+
+
+def test_a_padded_window_keeps_its_samples(engine: s1_mini.S1MiniEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    codebooks = engine.model.config.num_codebooks
+    window = torch.randint(0, 100, (codebooks, 13), generator=torch.Generator().manual_seed(5))
+    plain = s1_codec.decode(engine.codec, window)  # PyTorch's own kernels, no padding
+    shapes = _record_decode_shapes(monkeypatch)
+    [padded] = s1_stream.decode_batch(engine.codec, [window], autocast_dtype=None)
+    assert shapes == [(1, 16, True)], "one call, padded to the next multiple of 8 frames, on oneDNN"
+    assert padded.shape == plain.shape == (13 * int(engine.codec.frame_length),)
+    # The same samples up to the two backends' float rounding.
+    np.testing.assert_allclose(padded, plain, atol=1e-4 * max(1.0, float(np.abs(plain).max())))
+
+
+def test_warm_up_builds_every_shape_a_streaming_load_decodes(
+    engine: s1_mini.S1MiniEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shapes = _record_decode_shapes(monkeypatch)
+    engine.warm_up()
+    warmed = set(shapes)
+    buckets = s1_stream.bucket_frames(s1_mini.CODEC_CONTEXT_FRAMES + s1_mini.MAX_CHUNK_FRAMES) // s1_stream.WINDOW_BUCKET_FRAMES
+    assert warmed == {(rows, frames * s1_stream.WINDOW_BUCKET_FRAMES, True)
+                      for rows in range(1, s1_stream.DECODE_BATCH + 1) for frames in range(1, buckets + 1)}  # fmt: skip
+    shapes.clear()
+
+    # Four rows decoding together, at both latencies: windows of every size, alone and batched.
+    rows = [
+        engine.admit(base.SynthesisRequest(text="Warm shapes only, please.", seed=seed, max_new_tokens=90,
+                                           latency="balanced" if seed % 2 else "normal"), slot=seed)  # fmt: skip
+        for seed in range(4)
+    ]
+    try:
+        while not all(row.done for row in rows):
+            engine.step([row for row in rows if not row.done])
+    finally:
+        for row in rows:
+            engine.release(row)
+    assert all(row.error is None for row in rows), [row.error for row in rows]
+    assert any(count > 1 for count, _, _ in shapes), "windows were decoded together"
+    assert set(shapes) <= warmed, f"shapes built under load: {set(shapes) - warmed}"
