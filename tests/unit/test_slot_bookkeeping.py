@@ -35,6 +35,9 @@ def test_a_slot_is_booked_once_and_freed() -> None:
 def test_chunk_schedule_starts_small_and_doubles_to_its_limit() -> None:
     schedule = s1_slots.ChunkSchedule(first=2, then=16, largest=64)
     assert list(itertools.islice(schedule.sizes(), 6)) == [2, 16, 32, 64, 64, 64]
+    assert schedule.longest == 64
+    wide = s1_slots.ChunkSchedule(first=100, then=80, largest=64)  # a first chunk or step past the limit
+    assert wide.longest == max(itertools.islice(wide.sizes(), 6)) == 100
 
 
 def test_a_row_prefills_in_chunks_then_decodes_to_its_room() -> None:

@@ -200,7 +200,8 @@ class S1MiniEngine(stepped.SteppedEngine):
         so each kernel, graph (and CUDA graph) exists before the server reports ready."""
         super().warm_up()
         assert self._audio is not None and self.codec is not None and self.model is not None
-        longest = CODEC_CONTEXT_FRAMES + max(MAX_CHUNK_FRAMES, 2 * self.stream_frames)  # a window at most
+        chunk = max(self._chunk_schedule(latency).longest for latency in ("normal", "balanced"))
+        longest = CODEC_CONTEXT_FRAMES + chunk  # the longest window a stream decodes
         codec, codebooks = self.codec, self.model.config.num_codebooks
         shapes = self._audio.call(lambda: s1_stream.warm_up_decode(codec, codebooks, longest)).result()
         if shapes:
@@ -211,6 +212,11 @@ class S1MiniEngine(stepped.SteppedEngine):
         for size, span in self._decode.buckets():
             self._decode.capture(size, span)
         log.info("compiled decode steps for %d (batch, span) buckets", len(self._decode.buckets()))
+
+    def _chunk_schedule(self, latency: str) -> s1_slots.ChunkSchedule:
+        """A segment's streamed chunks: ``balanced`` starts with a quarter of the first chunk."""
+        first = max(1, self.stream_frames // 4) if latency == "balanced" else self.stream_frames
+        return s1_slots.ChunkSchedule(first=first, then=self.stream_frames * 2, largest=MAX_CHUNK_FRAMES)
 
     def close(self) -> None:
         if self._audio is not None:
@@ -242,10 +248,9 @@ class S1MiniEngine(stepped.SteppedEngine):
             slot, seed=seed, temperature=request.temperature, top_p=request.top_p,
             repetition_penalty=request.repetition_penalty,
         )  # fmt: skip
-        first = max(1, self.stream_frames // 4) if request.latency == "balanced" else self.stream_frames
         state = _RowState(
             progress=s1_slots.RowProgress(segments, request.max_new_tokens or None, self.prefill_chunk),
-            schedule=s1_slots.ChunkSchedule(first=first, then=self.stream_frames * 2, largest=MAX_CHUNK_FRAMES),
+            schedule=self._chunk_schedule(request.latency),
             speed=request.speed,
         )
         row = stepped.Row(request, slot, state=state)

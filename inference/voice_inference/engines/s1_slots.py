@@ -84,6 +84,11 @@ class ChunkSchedule:
     then: int
     largest: int
 
+    @property
+    def longest(self) -> int:
+        """The largest chunk ``sizes`` yields (doubling from ``then`` reaches the limit)."""
+        return max(self.first, self.then, self.largest)
+
     def sizes(self) -> Iterator[int]:
         yield self.first
         size = self.then

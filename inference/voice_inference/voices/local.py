@@ -11,6 +11,7 @@ and rename it into place, so a crash never leaves a half-written voice that read
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -67,14 +68,10 @@ class LocalVoiceStore(base.VoiceStore):
         from one version of the voice even if a writer renames the folder away meanwhile. If
         the old version's files are deleted under the reader, it reads again: the new version
         (a replace) or none (a delete), never an error."""
-        try:
-            return self._read_folder(voice_id)
-        except FileNotFoundError:
-            pass
-        try:
-            return self._read_folder(voice_id)
-        except FileNotFoundError:
-            raise base.VoiceNotFound(voice_id) from None
+        for _ in range(2):
+            with contextlib.suppress(FileNotFoundError):
+                return self._read_folder(voice_id)
+        raise base.VoiceNotFound(voice_id)
 
     def _read_folder(self, voice_id: str) -> base.StoredVoice:
         try:
@@ -82,7 +79,8 @@ class LocalVoiceStore(base.VoiceStore):
         except (FileNotFoundError, NotADirectoryError):
             raise base.VoiceNotFound(voice_id) from None
         try:
-            names = [name for name in os.listdir(folder) if stat.S_ISREG(os.stat(name, dir_fd=folder).st_mode)]
+            files = {name: os.stat(name, dir_fd=folder) for name in os.listdir(folder)}
+            names = [name for name, info in files.items() if stat.S_ISREG(info.st_mode)]
             audio_name, transcript_name = base.pick_voice_files(names)
             if audio_name is None:
                 raise base.VoiceNotFound(voice_id)
@@ -93,10 +91,9 @@ class LocalVoiceStore(base.VoiceStore):
             text = _read_file(folder, transcript_name).decode("utf-8")
             meta = _read_meta(folder)
             audio = _read_file(folder, audio_name)
-            mtime = os.stat(audio_name, dir_fd=folder).st_mtime
         finally:
             os.close(folder)
-        created = meta.get("created_at") or base.iso(dt.datetime.fromtimestamp(mtime, dt.UTC))
+        created = meta.get("created_at") or base.iso(dt.datetime.fromtimestamp(files[audio_name].st_mtime, dt.UTC))
         voice = base.decode_voice(voice_id, audio, text, created_at=created, revision="")
         revision = meta.get("revision") or base.revision_of(voice.samples, voice.text)
         return base.StoredVoice(voice.id, voice.text, voice.samples, voice.sample_rate, created, revision)
