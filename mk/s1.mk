@@ -2,30 +2,29 @@
 #
 # `pip install '.[s1]'` brings torch and the runtime dependencies of fish-speech's model code
 # (pinned in pyproject.toml). fish-speech and the two DAC packages are then installed with
-# --no-deps: their declared requirements pin far more than inference needs (gradio, wandb,
-# pydantic==2.9.2, protobuf<3.20, ...) and would break our pins. The last step imports the
-# engine, so a missing runtime dependency fails the install, not the first request.
+# --no-deps (pyproject's [tool.voice-service.no-deps]): their declared requirements would
+# break our pins. The last step imports the engine, so a missing runtime dependency fails the
+# install, not the first request.
 
-S1_NO_DEPS := fish-speech==0.1.0 descript-audio-codec==1.0.0 descript-audiotools==0.7.2
 S1_STAMP := $(VENV)/.s1-installed
-S1_PIP_ARGS ?= '.[s1]'
-
-define S1_INSTALL
-	$(PYTHON) -m pip install --quiet $(S1_PIP_ARGS)
-	$(PYTHON) -m pip install --quiet --no-deps $(S1_NO_DEPS)
-	$(PYTHON) -c 'import voice_inference.engines.s1_mini'
-endef
+S1_NO_DEPS = $(PYTHON) scripts/pinned_requirements.py --no-deps s1 | $(PYTHON) -m pip install --quiet --no-deps -r /dev/stdin
+S1_IMPORT_CHECK = $(PYTHON) -c 'import voice_inference.engines.s1_mini'
 
 .PHONY: s1 venv-s1 s1-install bench-engine bench-batch bench-batch-engine
 
-# Any interpreter, e.g. the image's: make s1-install PYTHON=/opt/venv/bin/python
+# Any interpreter: make s1-install PYTHON=/path/to/python. The requirements first, then the
+# project without them, as Dockerfile.inference installs them in two layers.
 s1-install:
-	$(S1_INSTALL)
+	$(PYTHON) scripts/pinned_requirements.py s1 | $(PYTHON) -m pip install --quiet -r /dev/stdin
+	$(S1_NO_DEPS)
+	$(PYTHON) -m pip install --quiet --no-deps .
+	$(S1_IMPORT_CHECK)
 
 # The development venv: editable, with the other extras, redone when the pins change.
-$(S1_STAMP): S1_PIP_ARGS = -e '.[$(EXTRAS),s1]'
 $(S1_STAMP): $(VENV_STAMP) pyproject.toml mk/s1.mk
-	$(S1_INSTALL)
+	$(PYTHON) -m pip install --quiet -e '.[$(EXTRAS),s1]'
+	$(S1_NO_DEPS)
+	$(S1_IMPORT_CHECK)
 	@touch $@
 
 s1 venv-s1: $(S1_STAMP)

@@ -6,13 +6,15 @@
 #
 #   scripts/images/engine.sh start|stop|status
 #
-# VOICE_ENGINE_DIR (default /var/lib/voice-service/engine) holds the pid and the log; the
-# image store stays in dockerd's default data root, so the build cache outlives a CI run.
+# VOICE_ENGINE_DIR (default /var/lib/voice-service/engine) holds the pid, the log and the
+# daemon's config; the image store stays in dockerd's default data root, so the build cache
+# outlives a CI run, up to VOICE_BUILD_CACHE_LIMIT (default 16GB).
 set -euo pipefail
 
 ENGINE_DIR=${VOICE_ENGINE_DIR:-/var/lib/voice-service/engine}
 PID_FILE=$ENGINE_DIR/dockerd.pid
 LOG_FILE=$ENGINE_DIR/dockerd.log
+BUILD_CACHE_LIMIT=${VOICE_BUILD_CACHE_LIMIT:-16GB}
 DOCKER=${DOCKER:-docker}
 
 answers() { "$DOCKER" info --format '{{.ServerVersion}}' >/dev/null 2>&1; }
@@ -30,8 +32,11 @@ start() {
     fi
     command -v dockerd >/dev/null || { echo "engine: no dockerd (apt-get install docker.io)" >&2; return 1; }
     mkdir -p "$ENGINE_DIR"
+    # BuildKit's cache is bounded: each change of the inference image's pins leaves a 6 GB
+    # layer and the pip cache behind, and the disk is shared. Least recently used goes first.
+    printf '{"builder": {"gc": {"enabled": true, "defaultKeepStorage": "%s"}}}\n' "$BUILD_CACHE_LIMIT" >"$ENGINE_DIR/daemon.json"
     # setsid: the daemon outlives this shell; its pid is the one recorded and later stopped.
-    setsid dockerd --pidfile "$ENGINE_DIR/dockerd.self.pid" >"$LOG_FILE" 2>&1 < /dev/null &
+    setsid dockerd --config-file "$ENGINE_DIR/daemon.json" --pidfile "$ENGINE_DIR/dockerd.self.pid" >"$LOG_FILE" 2>&1 < /dev/null &
     echo $! >"$PID_FILE"
     for _ in $(seq 1 120); do
         answers && { echo "engine: dockerd $(<"$PID_FILE") is up (log: $LOG_FILE)"; return 0; }

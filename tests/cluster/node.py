@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from tests.cluster import launcher, pki
+from tests.cluster import launcher, node_config, pki
 
 NODE_NAME = "localhost"  # resolvable, so the API server reaches the kubelet for exec and logs
 REAL_NODE_LABEL = "voice-service.test/real-node"
@@ -116,9 +116,9 @@ class RealNode:
         self.logs.mkdir(parents=True)
         # An absolute path: ManagedProcess.alive compares it with /proc/<pid>/exe.
         self._spawn("containerd", [shutil.which("containerd") or "containerd", "--config", str(self._write_containerd_config())])
-        self._wait("containerd", lambda: self._ctr("version", check=False).returncode == 0)
+        self._wait("containerd", lambda: self.ctr("version", check=False).returncode == 0)
         progress("containerd up")
-        self._import([self._pause_image(), *images])
+        self.import_images([self._pause_image(), *images])
         progress(f"images in containerd: {', '.join(images) or '(none)'}")
         _run("iptables", "-I", *FORWARD_RULE)
         self._bridge_up()
@@ -161,47 +161,15 @@ class RealNode:
     def _wait(self, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
         launcher._wait_until(what, check, self.processes, timeout_s=timeout)
 
-    def _ctr(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def ctr(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         return _run(*CTR, "--address", str(self.socket), "--namespace", "k8s.io", *args, input=input, check=check, timeout=900)
 
     def _write_containerd_config(self) -> pathlib.Path:
         cni_conf = self.dir / "cni"
         cni_conf.mkdir()
-        (cni_conf / "10-voice-node.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0",
-            "name": "voice-node",
-            "plugins": [
-                {
-                    "type": "bridge", "bridge": NODE_BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
-                    "ipam": {"type": "host-local", "ranges": [[{"subnet": NODE_POD_CIDR}]],
-                             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.dir / "ipam")},
-                },
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ],
-        }))  # fmt: skip
-        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        (cni_conf / "10-voice-node.conflist").write_text(json.dumps(node_config.cni_conflist(NODE_BRIDGE, NODE_POD_CIDR, self.dir / "ipam")))
         config = self.dir / "containerd.toml"
-        config.write_text(f"""version = 2
-root = "{ROOT / 'containerd'}"
-state = "{RUN / 'containerd'}"
-[grpc]
-  address = "{self.socket}"
-[ttrpc]
-  address = "{self.socket}.ttrpc"
-[{cri}]
-  sandbox_image = "{PAUSE_IMAGE}"
-  # Root here lacks CAP_SYS_RESOURCE: without this every sandbox fails to start.
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[{cri}.cni]
-  bin_dir = "{CNI_BIN_DIR}"
-  conf_dir = "{cni_conf}"
-""")
+        config.write_text(node_config.containerd_config(ROOT / "containerd", RUN / "containerd", self.socket, PAUSE_IMAGE, CNI_BIN_DIR, cni_conf))
         return config
 
     def _pause_image(self) -> str:
@@ -214,16 +182,16 @@ state = "{RUN / 'containerd'}"
             _run("docker", "build", "--quiet", "-t", PAUSE_IMAGE, str(context))
         return PAUSE_IMAGE
 
-    def _import(self, images: Sequence[str]) -> None:
+    def import_images(self, images: Sequence[str]) -> None:
         """Each image from the Docker engine into containerd's k8s.io namespace, unless the
         same image (by its config digest, Docker's image id) is there already."""
         for image in images:
             wanted = _run("docker", "image", "inspect", "--format", "{{.Id}}", image).stdout.decode().strip()
-            have = self._ctr("images", "ls", f"name=={image}", check=False).stdout.decode()
-            if wanted and wanted in _config_digests(self._ctr, image, have):
+            have = self.ctr("images", "ls", f"name=={image}", check=False).stdout.decode()
+            if wanted and wanted in _config_digests(self.ctr, image, have):
                 continue
             if have.strip().count("\n"):  # an older build under this tag: free its snapshots first (disk)
-                self._ctr("images", "rm", "--sync", image, check=False)
+                self.ctr("images", "rm", "--sync", image, check=False)
             with tempfile.TemporaryFile() as save_errors:  # a file: an unread pipe could block docker save
                 saved = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, stderr=save_errors)
                 assert saved.stdout is not None
@@ -242,16 +210,24 @@ state = "{RUN / 'containerd'}"
                         + " / ".join(reason.strip() for reason in reasons if reason.strip())
                     )
             self._discard_layers(image)
+        self._remove_replaced()
+
+    def _remove_replaced(self) -> None:
+        """Drop the image-id records (``sha256:<config digest>``) that no tag points to any
+        more. The CRI plugin adds one for every image and keeps it when the tag moves to a new
+        build, and each pins its build's snapshots: 6 GB a rebuild of the inference image."""
+        for ref in stale_image_ids(self.ctr):
+            self.ctr("images", "rm", "--sync", ref, check=False)
 
     def _discard_layers(self, image: str) -> None:
         """Drop the imported layer tarballs once unpacked: containers start from the unpacked
         snapshots, and on a shared disk the inference image would otherwise count twice."""
-        listing = self._ctr("images", "ls", f"name=={image}").stdout.decode()
-        manifest = json.loads(self._ctr("content", "get", _manifest_digest(listing, image)).stdout)
+        listing = self.ctr("images", "ls", f"name=={image}").stdout.decode()
+        manifest = json.loads(self.ctr("content", "get", _manifest_digest(listing, image)).stdout)
         if "manifests" in manifest:  # an index: its first (only) manifest
-            manifest = json.loads(self._ctr("content", "get", manifest["manifests"][0]["digest"]).stdout)
+            manifest = json.loads(self.ctr("content", "get", manifest["manifests"][0]["digest"]).stdout)
         for layer in manifest.get("layers", []):
-            self._ctr("content", "rm", layer["digest"], check=False)
+            self.ctr("content", "rm", layer["digest"], check=False)
 
     def _kubeconfig(self, name: str, user: str, groups: tuple[str, ...]) -> pathlib.Path:
         ca = pki.load_ca(self.plane_dir / "run" / "pki")
@@ -261,57 +237,14 @@ state = "{RUN / 'containerd'}"
         return path
 
     def _write_kubelet_config(self, port: int, healthz: int) -> pathlib.Path:
-        config = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "address": "127.0.0.1",
-            "port": port,
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "healthzPort": healthz,
-            # Loopback only; the API server has no kubelet client certificate to present.
-            "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
-            "authorization": {"mode": "AlwaysAllow"},
-            # This machine runs cgroup v1 without systemd.
-            "cgroupDriver": "cgroupfs",
-            "failCgroupV1": False,
-            "failSwapOn": False,
-            "containerRuntimeEndpoint": f"unix://{self.socket}",
-            "clusterDomain": "cluster.local",
-            "resolvConf": "/etc/resolv.conf",
-            "registerNode": True,
-            "serializeImagePulls": False,
-            # The machine's disk is shared and fuller than the defaults allow; images are
-            # imported, not pulled, so garbage collection would only lose them.
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "nodeStatusUpdateFrequency": "2s",
-            "syncFrequency": "10s",
-            "maxPods": 30,
-        }  # fmt: skip
         path = self.dir / "kubelet.json"
-        path.write_text(json.dumps(config, indent=1))
+        path.write_text(json.dumps(node_config.kubelet_config(self.socket, port, healthz), indent=1))
         return path
 
     def _write_proxy_config(self, kubeconfig: pathlib.Path) -> pathlib.Path:
         healthz, metrics = launcher._free_ports(2)
-        config = {
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-            "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": str(kubeconfig)},
-            "mode": "iptables",
-            "hostnameOverride": NODE_NAME,
-            "bindAddress": "127.0.0.1",
-            "healthzBindAddress": f"127.0.0.1:{healthz}",
-            "metricsBindAddress": f"127.0.0.1:{metrics}",
-            "clusterCIDR": NODE_POD_CIDR,
-            # Service traffic between pods on one bridge comes back through the host this way.
-            "iptables": {"masqueradeAll": True, "minSyncPeriod": "0s", "syncPeriod": "10s"},
-            "conntrack": {"maxPerCore": 0},  # leave the host's conntrack sysctls alone
-        }
         path = self.dir / "kube-proxy.json"
-        path.write_text(json.dumps(config, indent=1))
+        path.write_text(json.dumps(node_config.proxy_config(kubeconfig, healthz, metrics, NODE_NAME, NODE_POD_CIDR), indent=1))
         return path
 
     def _node_ready(self) -> bool:
@@ -324,7 +257,7 @@ state = "{RUN / 'containerd'}"
 
     def kill_container(self, container_id: str) -> None:
         """SIGKILL one of its pods' containers from outside, as the OOM killer would."""
-        self._ctr("tasks", "kill", "--signal", "SIGKILL", container_id.removeprefix("containerd://"))
+        self.ctr("tasks", "kill", "--signal", "SIGKILL", container_id.removeprefix("containerd://"))
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -364,7 +297,7 @@ state = "{RUN / 'containerd'}"
         _run("ip", "link", "delete", NODE_BRIDGE, check=False)
 
     def _containerd_answers(self) -> bool:
-        return self.socket.exists() and self._ctr("version", check=False).returncode == 0
+        return self.socket.exists() and self.ctr("version", check=False).returncode == 0
 
     def _wait_tasks_gone(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -391,6 +324,14 @@ def _descendants(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             children += [int(c) for c in (task / "children").read_text().split()]
     return [d for child in children for d in (*_descendants(child), child)]
+
+
+def stale_image_ids(ctr: Callable[..., subprocess.CompletedProcess[bytes]]) -> list[str]:
+    """The ``sha256:`` image records that are not the config digest of a tagged image."""
+    listing = ctr("images", "ls").stdout.decode()
+    refs = [line.split()[0] for line in listing.splitlines()[1:] if line.strip()]
+    tagged = set().union(*(_config_digests(ctr, ref, listing) for ref in refs if not ref.startswith("sha256:")))
+    return [ref for ref in refs if ref.startswith("sha256:") and ref not in tagged]
 
 
 def _config_digests(ctr: Callable[..., subprocess.CompletedProcess[bytes]], image: str, listing: str) -> set[str]:

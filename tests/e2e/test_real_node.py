@@ -9,6 +9,7 @@ reach the pod. GPU VoiceServices still land on kwok's simulated GPU nodes.
 from __future__ import annotations
 
 import ipaddress
+import pathlib
 import re
 import subprocess
 
@@ -16,7 +17,14 @@ import httpx
 import pytest
 
 from tests.cluster import client, node
-from tests.e2e.operator_fixtures import GPU_TOLERATION, OperatorProcess, voiceservice, wait_condition
+from tests.containers import engine
+from tests.drain_checks import wait_for
+from tests.e2e.operator_fixtures import (
+    GPU_TOLERATION,
+    OperatorProcess,
+    voiceservice,
+    wait_condition,
+)
 from tests.e2e.real_node_fixtures import ON_REAL_NODE, run_client
 
 pytestmark = pytest.mark.e2e
@@ -85,3 +93,35 @@ def test_gpu_voiceservices_stay_on_the_simulated_gpu_nodes(
     wait_condition(cluster, namespace, "gpu", "Ready", "True", "Available", timeout=90)
     [pod] = cluster.pods(namespace, "voice-service.io/service=gpu")
     assert pod["spec"]["nodeName"] in cluster.gpu_node_names()
+
+
+def test_a_rebuilt_image_frees_its_old_build_in_the_node(real_node: node.RealNode, docker: engine.Docker, tmp_path: pathlib.Path) -> None:
+    """The CRI plugin keeps an image-id record (``sha256:<config>``) for every image, and it
+    outlives the tag's move to a new build; importing the new build must drop the old record,
+    or every rebuild of the inference image would pin another 6 GB of snapshots."""
+    tag = "voice-service.local/rebuild-probe:1"
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY build.txt /\n")
+    built: list[str] = []
+
+    def build(content: str) -> str:
+        (tmp_path / "build.txt").write_text(content)
+        docker.run("build", "--quiet", "-t", tag, str(tmp_path))
+        built.append(docker.inspect(tag)["Id"])
+        return built[-1]
+
+    def records() -> list[str]:
+        return real_node.ctr("images", "ls", "-q").stdout.decode().split()
+
+    try:
+        first = build("first")
+        real_node.import_images([tag])
+        assert wait_for(lambda: first in records(), timeout=30), f"no image-id record for {first}: {records()}"
+        second = build("second")
+        real_node.import_images([tag])
+        assert first not in records()
+        assert wait_for(lambda: second in records(), timeout=30)
+        assert node.stale_image_ids(real_node.ctr) == []
+    finally:
+        for record in [tag, *built]:
+            real_node.ctr("images", "rm", "--sync", record, check=False)
+        docker.run("rmi", "--force", *built, check=False)

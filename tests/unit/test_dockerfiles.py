@@ -72,8 +72,13 @@ class Instruction:
 @dataclasses.dataclass
 class Stage:
     name: str | None
-    base: str  # the image, ARGs substituted
+    base: str  # the image, ARGs substituted (for FROM <stage>, that stage's image)
     instructions: list[Instruction]
+    parent: Stage | None = None  # the earlier stage it is built FROM, if any
+
+    def lineage(self) -> list[Stage]:
+        """This stage and the stages it is built on, nearest first."""
+        return [self, *(self.parent.lineage() if self.parent else [])]
 
     def all(self, keyword: str) -> list[Instruction]:
         return [i for i in self.instructions if i.keyword == keyword]
@@ -131,7 +136,9 @@ def parse(path: pathlib.Path) -> Dockerfile:
             _, words = ins.flags_and_args()
             assert len(words) in (1, 3), f"{path.name}:{ins.line}: FROM image [AS name]"
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(name, _substitute(words[0], global_args), []))
+            base = _substitute(words[0], global_args)
+            parent = next((stage for stage in stages if stage.name == base), None)
+            stages.append(Stage(name, parent.base if parent else base, [], parent))
         elif not stages:
             assert ins.keyword == "ARG", f"{path.name}:{ins.line}: only ARG may come before the first FROM"
             key, _, default = ins.value.partition("=")
@@ -355,7 +362,7 @@ def _s1_torch_pin() -> str:
 
 def test_inference_image_installs_pyprojects_torch_on_no_cuda_base(inference_image: Dockerfile) -> None:
     """torch's PyPI wheels carry their CUDA libraries, so no CUDA base image has to be kept in step
-    with torch: the image's torch is the [s1] pin, installed from pyproject.toml by `make s1-install`."""
+    with torch: the image's torch is the [s1] pin, installed from pyproject.toml's pins."""
     _s1_torch_pin()
     operator_bases = {stage.base for stage in parse(REPO_ROOT / "Dockerfile.operator").stages}
     for stage in inference_image.stages:
@@ -369,15 +376,49 @@ def test_inference_image_installs_pyprojects_torch_on_no_cuda_base(inference_ima
     # indexes serve other CUDA builds than PyPI's wheels of the same version).
     assert not re.search(r"\btorch(audio)?\b", runs), "torch comes only through the [s1] extra"
     assert not re.search(r"index-url|find-links|PIP_INDEX|PIP_EXTRA_INDEX", runs + " " + env)
-    calls = re.findall(r"\bmake\s+([^&;|]+)", " ".join(run.value for run in build.all("RUN")))
-    recipes = [
-        subprocess.run(["make", "-n", *shlex.split(call)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
-        for call in calls
-    ]  # fmt: skip
-    assert any("pip install" in r and "'.[s1]'" in r for r in recipes), f"no make call of the build installs .[s1]: {calls}"
+    # The [s1] pins, read from pyproject.toml by the same script as `make s1` uses.
+    assert any(re.search(r"pinned_requirements\.py s1 \| \S+ -m pip install", run.value) for run in build.all("RUN")), "no RUN installs the [s1] pins"
     # Without a CUDA base image's settings, the NVIDIA runtime would mount no libcuda.
     capabilities = re.search(r"NVIDIA_DRIVER_CAPABILITIES=(\S+)", " ".join(i.value for i in inference_image.final.all("ENV")))
     assert capabilities and {"compute", "utility"} <= set(capabilities.group(1).split(",")), "NVIDIA_DRIVER_CAPABILITIES"
+
+
+def test_inference_image_keeps_its_dependencies_in_a_layer_the_sources_do_not_touch(inference_image: Dockerfile) -> None:
+    """The 6 GB of torch and its CUDA wheels sit in a layer that only pyproject.toml and the make
+    recipes decide: a change to the code must not build (and store, and import) that layer anew.
+    So the final stage takes the venv from a stage that installs the pins and copies no source,
+    and installs the project over it from a wheel."""
+    stages = {stage.name: stage for stage in inference_image.stages if stage.name}
+    [venv] = [i for i in inference_image.final.all("COPY") if "/opt/venv" in i.value]
+    lineage = stages[venv.flags_and_args()[0]["from"]].lineage()
+    copied = {source for stage in lineage for i in stage.all("COPY") for source in i.flags_and_args()[1][:-1]}
+    assert "pyproject.toml" in copied and not {"inference", "operator", "README.md", "."} & copied, copied
+    assert any("pinned_requirements.py s1 |" in run.value for stage in lineage for run in stage.all("RUN"))
+    [install] = [run for run in inference_image.final.all("RUN") if "pip install" in run.value]
+    wheel_stage = re.search(r"--mount=type=bind,from=(\w+),source=/wheels", install.value)
+    assert wheel_stage and any("pip wheel" in run.value for run in stages[wheel_stage.group(1)].all("RUN"))
+    assert "--no-deps" in install.value and "--no-index" in install.value, "only the project's wheel, nothing fetched"
+
+
+def test_pinned_requirements_are_the_pins_pip_would_install_for_the_extra() -> None:
+    """scripts/pinned_requirements.py lists what `pip install '.[s1]'` asks for, each once, and
+    apart from it what goes in with --no-deps."""
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "pinned_requirements.py"), "s1"], capture_output=True, text=True, timeout=60, check=True
+    )
+    listed = result.stdout.split()
+    expected = [*PYPROJECT["project"]["dependencies"], *PYPROJECT["project"]["optional-dependencies"]["s1"]]
+    assert set(listed) == set(expected) and len(listed) == len(set(listed))
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\],]+==[\w.]+", line) for line in listed), "each requirement pinned exactly"
+    no_deps = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "pinned_requirements.py"), "--no-deps", "s1"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert no_deps.stdout.split() == PYPROJECT["tool"]["voice-service"]["no-deps"]["s1"]
+    assert "fish-speech==0.1.0" in no_deps.stdout.split() and not set(no_deps.stdout.split()) & set(listed)
+    unknown = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "pinned_requirements.py"), "no-such-extra"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert unknown.returncode == 2 and "no-such-extra" in unknown.stderr
 
 
 def test_the_pinned_torch_is_a_cuda_build() -> None:
