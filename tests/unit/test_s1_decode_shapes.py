@@ -4,6 +4,7 @@ pays for building them. Padding never changes a window's samples (the codec is c
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,14 @@ def test_warm_up_builds_every_shape_a_streaming_load_decodes(
     assert warmed == {(rows, frames * s1_stream.WINDOW_BUCKET_FRAMES, True)
                       for rows in range(1, s1_stream.DECODE_BATCH + 1) for frames in range(1, buckets + 1)}  # fmt: skip
     shapes.clear()
+    calls: list[list[int]] = []  # the windows' own lengths, each codec call of the audio worker
+    batched = s1_stream.decode_batch
+
+    def recording(codec: torch.nn.Module, windows: list[torch.Tensor], **options: object) -> list[np.ndarray]:
+        calls.append([window.shape[1] for window in windows])
+        return batched(codec, windows, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(s1_stream, "decode_batch", recording)
 
     # Four rows decoding together, at both latencies: windows of every size, alone and batched.
     rows = [
@@ -77,3 +86,25 @@ def test_warm_up_builds_every_shape_a_streaming_load_decodes(
     assert all(row.error is None for row in rows), [row.error for row in rows]
     assert any(count > 1 for count, _, _ in shapes), "windows were decoded together"
     assert set(shapes) <= warmed, f"shapes built under load: {set(shapes) - warmed}"
+    assert all(len({s1_stream.bucket_frames(n) for n in call}) == 1 for call in calls), f"windows padded to another's length: {calls}"
+
+
+def _decode(frames: int) -> s1_stream._Decode:
+    return s1_stream._Decode(torch.zeros((2, frames), dtype=torch.long), skip=0)
+
+
+def test_a_codec_call_takes_the_queued_windows_of_one_padded_length() -> None:
+    first, longer, same, later = _decode(16), _decode(40), _decode(13), _decode(16)
+    call = (lambda: None, None)  # a time-stretch, say: it may wait on every decode before it
+    jobs = collections.deque([first, longer, same, call, later])
+    assert s1_stream.take_decodes(jobs, limit=4) == [first, same]  # 13 frames pad to 16 as well
+    assert list(jobs) == [longer, call, later], "the others stay queued in order, none past the call"
+    assert s1_stream.take_decodes(jobs, limit=4) == [longer]
+    assert s1_stream.take_decodes(jobs, limit=4) == [] and list(jobs) == [call, later]
+
+
+def test_a_codec_call_takes_at_most_its_limit_and_the_oldest_first() -> None:
+    windows = [_decode(24) for _ in range(6)]
+    jobs = collections.deque(windows)
+    assert s1_stream.take_decodes(jobs, limit=4) == windows[:4]
+    assert list(jobs) == windows[4:]
