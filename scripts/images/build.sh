@@ -70,12 +70,12 @@ for target in "${targets[@]}"; do
     previous=$("$DOCKER" image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
     start=$(date +%s%N)
     "$DOCKER" build --progress=plain "${secret_args[@]}" -f "$dockerfile" -t "$tag" .
+    elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
     # The build this one replaced, now untagged: removed unless a container or another tag
     # still uses it (then rmi refuses, and it stays).
     if [[ -n $previous && $previous != $("$DOCKER" image inspect --format '{{.Id}}' "$tag") ]]; then
         "$DOCKER" rmi "$previous" >/dev/null 2>&1 && echo "images: removed the previous build of $tag (${previous:7:12})" || true
     fi
-    elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
     size=$("$DOCKER" image inspect --format '{{.Size}}' "$tag")
     rows+=("$(printf '%-10s %-50s %8d MB %6d.%01d s' "$target" "$tag" $((size / 1000000)) $((elapsed_ms / 1000)) $((elapsed_ms % 1000 / 100)))")
 done

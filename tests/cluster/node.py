@@ -223,10 +223,7 @@ class RealNode:
         """Drop the imported layer tarballs once unpacked: containers start from the unpacked
         snapshots, and on a shared disk the inference image would otherwise count twice."""
         listing = self.ctr("images", "ls", f"name=={image}").stdout.decode()
-        manifest = json.loads(self.ctr("content", "get", _manifest_digest(listing, image)).stdout)
-        if "manifests" in manifest:  # an index: its first (only) manifest
-            manifest = json.loads(self.ctr("content", "get", manifest["manifests"][0]["digest"]).stdout)
-        for layer in manifest.get("layers", []):
+        for layer in _manifest(self.ctr, listing, image).get("layers", []):
             self.ctr("content", "rm", layer["digest"], check=False)
 
     def _kubeconfig(self, name: str, user: str, groups: tuple[str, ...]) -> pathlib.Path:
@@ -339,11 +336,16 @@ def _config_digests(ctr: Callable[..., subprocess.CompletedProcess[bytes]], imag
     if image not in listing:
         return set()
     with contextlib.suppress(NodeError, ValueError, KeyError):
-        manifest = json.loads(ctr("content", "get", _manifest_digest(listing, image)).stdout)
-        if "manifests" in manifest:
-            manifest = json.loads(ctr("content", "get", manifest["manifests"][0]["digest"]).stdout)
-        return {manifest["config"]["digest"]}
+        return {_manifest(ctr, listing, image)["config"]["digest"]}
     return set()
+
+
+def _manifest(ctr: Callable[..., subprocess.CompletedProcess[bytes]], listing: str, image: str) -> dict:
+    """The image manifest of ``image`` in a ``ctr images ls`` listing (of an index, its first, only one)."""
+    manifest = json.loads(ctr("content", "get", _manifest_digest(listing, image)).stdout)
+    if "manifests" in manifest:
+        manifest = json.loads(ctr("content", "get", manifest["manifests"][0]["digest"]).stdout)
+    return manifest
 
 
 def _manifest_digest(listing: str, image: str) -> str:
