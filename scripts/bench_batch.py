@@ -196,7 +196,9 @@ def main() -> int:
     parser.add_argument("--cost-ms", type=float, default=50.0, help="mock engine: cost of one step")
     parser.add_argument("--levels", default="1,4,8,16,32", help="concurrent streaming clients (comma list)")
     parser.add_argument("--batch-size", type=int, default=0, help="slots of the batching run (default: widest level)")
-    parser.add_argument("--rounds", type=int, default=2, help="requests per client, back to back")
+    # Six rounds, so a level is mostly steady state: with two, a third of a batching level's few
+    # seconds was its ramp (every client's first prefill together) and its drain.
+    parser.add_argument("--rounds", type=int, default=6, help="requests per client, back to back")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="codec frames per request at most")
     parser.add_argument("--seconds", type=float, default=120.0, help="no new round starts after this, per level")
     args = parser.parse_args()

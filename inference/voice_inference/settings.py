@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         description="KV-cache positions per batch slot (prompt plus audio); 0 = the model's whole context. "
         "Half the context fits twice the slots in the same GPU memory.",
     )  # fmt: skip
+    s1_codec_process: bool = Field(
+        True, description="On CPU, decode the streamed audio in a process of its own, out of the stepping thread's GIL."
+    )
     warmup: bool = Field(True, description="Run one synthesis before reporting ready.")
 
     # Mock engine: a per-step cost (one chunk for every row) lets tests and benchmarks see realistic timing.

@@ -257,7 +257,8 @@ def test_slot_memory_is_reported_and_checked_against_free_memory(
 
 
 def test_slow_per_row_work_runs_off_the_stepping_thread(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Codec decode, reference encoding, time-stretch and prompt building would stall every row of a step."""
+    """Codec decode, reference encoding, time-stretch, prompt building and the size check of a
+    request with references would stall every row of a step."""
     import threading
 
     from voice_inference.engines import s1_codec, s1_prompt, s1_stream
@@ -276,14 +277,15 @@ def test_slow_per_row_work_runs_off_the_stepping_thread(recorder: Recorder, monk
     monkeypatch.setattr(s1_codec, "encode_reference", spying("encode", s1_codec.encode_reference))
     monkeypatch.setattr(s1_stream, "time_stretch", spying("stretch", s1_stream.time_stretch))
     monkeypatch.setattr(s1_prompt, "fit", spying("prompt", s1_prompt.fit))
+    monkeypatch.setattr(s1_prompt, "estimate_length", spying("size check", s1_prompt.estimate_length))
     voice = base.Reference(key="fresh-voice", audio=s1_support.tone(0.5, 180.0), sample_rate=44_100, text="a new voice")
     recorder.run([
         base.SynthesisRequest(text=A.text, seed=1, max_new_tokens=12, references=(voice,)),
         base.SynthesisRequest(text=A.text, seed=2, max_new_tokens=12, speed=1.5),
     ])  # fmt: skip
-    assert {name for name, _ in threads} == {"decode", "encode", "stretch", "prompt"}
-    assert {thread for name, thread in threads if name != "prompt"} == {"s1-audio"}
-    assert {thread.split("_")[0] for name, thread in threads if name == "prompt"} == {"s1-prompt"}
+    assert {name for name, _ in threads} == {"decode", "encode", "stretch", "prompt", "size check"}
+    assert {thread for name, thread in threads if name in ("decode", "encode", "stretch")} == {"s1-audio"}
+    assert {thread.split("_")[0] for name, thread in threads if name in ("prompt", "size check")} == {"s1-prompt"}
 
 
 def test_a_shorter_slot_context_takes_less_memory_and_bounds_prompts(tiny_checkpoint: Path) -> None:
@@ -295,11 +297,16 @@ def test_a_shorter_slot_context_takes_less_memory_and_bounds_prompts(tiny_checkp
     assert isinstance(small, s1_mini.S1MiniEngine)
     small.load()
     try:
-        assert small.context == 1024 and small._decode.span_sizes == [1024]
+        assert small.context == 1024 and small._decode.span_sizes == [128, 256, 512, 1024]
         assert small.slot_bytes == 2 * 2 * 2 * 1024 * 16 * 4
         chatty = base.Reference(key="chatty", audio=s1_support.tone(0.5, 220.0), sample_rate=44_100, text="word " * 250)
-        with pytest.raises(base.RequestTooLarge, match="context of 1024 tokens"):
-            small.admit(base.SynthesisRequest(text=A.text, references=(chatty,)), slot=0)
-        assert small._slots.in_use == 0  # a refused request takes no slot
+        misses = small.reference_cache_misses
+        row = small.admit(base.SynthesisRequest(text=A.text, references=(chatty,)), slot=0)
+        while not row.done:  # the size is checked on the prompt thread
+            small.step([row])
+        assert isinstance(row.error, base.RequestTooLarge) and "context of 1024 tokens" in str(row.error)
+        assert small.reference_cache_misses == misses  # refused before its voice was encoded
+        small.release(row)
+        assert small._slots.in_use == 0
     finally:
         small.close()

@@ -1,10 +1,12 @@
 """The streamed codec decode on CPU (``s1_stream.decode_batch``): windows are padded to a few
 lengths and run on oneDNN's kernels, which are built for each shape at warm-up, so no stream
-pays for building them. Padding never changes a window's samples (the codec is causal)."""
+pays for building them. Padding never changes a window's samples (the codec is causal). The
+audio worker decodes a request's first and last windows before the others."""
 
 from __future__ import annotations
 
 import collections
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +79,18 @@ def test_warm_up_builds_every_shape_a_streaming_load_decodes(
                                            latency="balanced" if seed % 2 else "normal"), slot=seed)  # fmt: skip
         for seed in range(4)
     ]
+    # The audio worker is held for the first 12 steps, so the rows' first windows wait together.
+    entered, gate = threading.Event(), threading.Event()
+    engine._audio.call(lambda: (entered.set(), gate.wait(60)))
+    assert entered.wait(60)
+    start = engine.steps
     try:
         while not all(row.done for row in rows):
             engine.step([row for row in rows if not row.done])
+            if engine.steps - start >= 12:
+                gate.set()
     finally:
+        gate.set()
         for row in rows:
             engine.release(row)
     assert all(row.error is None for row in rows), [row.error for row in rows]
@@ -108,3 +118,32 @@ def test_a_codec_call_takes_at_most_its_limit_and_the_oldest_first() -> None:
     jobs = collections.deque(windows)
     assert s1_stream.take_decodes(jobs, limit=4) == windows[:4]
     assert list(jobs) == windows[4:]
+
+
+def test_a_requests_first_and_last_windows_are_decoded_before_the_others(engine: s1_mini.S1MiniEngine) -> None:
+    """The first window (its listener has no audio yet) is urgent; ``hurry`` moves an ended
+    request's queued windows up; a call still runs after the decodes queued before it."""
+    calls: list[list[int]] = []
+
+    def recording(windows: list[torch.Tensor]) -> list[np.ndarray]:
+        calls.append([window.shape[1] for window in windows])
+        return s1_stream.decode_batch(engine.codec, windows, autocast_dtype=None)
+
+    worker = s1_stream.AudioWorker(engine.codec, autocast_dtype=None, decode=recording)
+    entered, gate = threading.Event(), threading.Event()
+    try:
+        worker.call(lambda: (entered.set(), gate.wait(60)))  # holds the worker while its queue fills
+        assert entered.wait(60)
+        codes = engine.model.config.num_codebooks
+        middle = worker.decode(torch.zeros((codes, 24), dtype=torch.long), 8)
+        ending = worker.decode(torch.zeros((codes, 40), dtype=torch.long), 8)
+        stretch = worker.call(lambda: middle.result().size)  # waits on a decode queued before it
+        first = worker.decode(torch.zeros((codes, 8), dtype=torch.long), 0, urgent=True)
+        worker.hurry([ending])
+        gate.set()
+        assert stretch.result(timeout=60) == 16 * int(engine.codec.frame_length)
+        assert first.done() and ending.done()
+        assert calls == [[8], [40], [24]]
+    finally:
+        gate.set()
+        worker.close()

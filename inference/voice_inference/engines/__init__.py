@@ -29,5 +29,6 @@ def create_engine(settings: Settings) -> stepped.SteppedEngine:
             cpu_threads=settings.s1_cpu_threads,
             max_batch_size=settings.max_batch_size,
             slot_context=settings.s1_slot_context,
+            codec_process=settings.s1_codec_process,
         )
     raise base.EngineError(f"unknown tts provider {settings.tts_provider!r}")

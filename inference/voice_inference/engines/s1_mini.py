@@ -9,6 +9,7 @@ scheduler drives it as a ``stepped.SteppedEngine`` on its one engine thread (``l
 - ``s1_kvcache`` + ``s1_layers``: a slot-major KV cache and forward passes with per-row positions;
 - ``s1_batch`` + ``s1_sampling``: the batched decode step with per-row parameters and noise;
 - ``s1_stream``: chunk schedule, and a worker thread for codec decode, references and time-stretch;
+- ``s1_codec_process``: on CPU, the streamed decode in a process of its own, out of our GIL;
 - ``s1_load``, ``s1_codec``, ``s1_checkpoint``: loading the model and the codec, the checkpoint layout.
 
 Each step: rows whose references are encoded get their next segment's prompt (built on a
@@ -45,6 +46,7 @@ from voice_inference.engines import (
     s1_batch,
     s1_checkpoint,
     s1_codec,
+    s1_codec_process,
     s1_kvcache,
     s1_layers,
     s1_load,
@@ -58,7 +60,8 @@ log = logging.getLogger(__name__)
 
 CODEC_CONTEXT_FRAMES = 8  # earlier frames decoded with each streamed group, so chunks join up
 MAX_CHUNK_FRAMES = 64  # streamed groups grow to this (about 3 s of audio)
-MIN_CACHE_BUCKET = 1024  # smallest attention span; spans double up to the model's max_seq_len
+MIN_CACHE_BUCKET = 1024  # smallest attention span when compiled; spans double up to the slot's context
+EAGER_MIN_CACHE_BUCKET = 128  # uncompiled, a span costs no graph: short rows read 128 positions, not 1024
 PREFILL_CHUNK = 256  # prompt tokens prefilled per step, over all joining rows
 IDLE_WAIT_S = 0.05  # a step with only audio to wait for blocks at most this long
 GPU_MEMORY_HEADROOM = 0.85  # share of free GPU memory the slots' KV cache may take
@@ -72,6 +75,7 @@ class _RowState:
     schedule: s1_slots.ChunkSchedule
     speed: float
     references: list[s1_prompt.Turn] | None = None
+    pending_check: concurrent.futures.Future[None] | None = None  # the prompt's size, before the references
     pending_references: concurrent.futures.Future[list[s1_prompt.Turn]] | None = None
     pending_prompt: concurrent.futures.Future[tuple[torch.Tensor, int]] | None = None
     previous: s1_prompt.Turn | None = None
@@ -82,6 +86,7 @@ class _RowState:
         default_factory=collections.deque
     )
     used: int = 0  # cache positions this row has written
+    queued: bool = False  # a window of this row has gone to the audio worker
 
 
 def default_cpu_threads() -> int:
@@ -107,6 +112,7 @@ class S1MiniEngine(stepped.SteppedEngine):
         max_batch_size: int = 8,
         prefill_chunk: int = PREFILL_CHUNK,
         slot_context: int = 0,
+        codec_process: bool = False,
     ) -> None:
         self.checkpoint_path = Path(checkpoint_path)
         self.device_setting = device
@@ -119,6 +125,7 @@ class S1MiniEngine(stepped.SteppedEngine):
         self.max_batch_size = max_batch_size  # may shrink in load() to what GPU memory holds
         self.prefill_chunk = prefill_chunk
         self.slot_context = slot_context  # cache positions per slot; 0: the model's whole context
+        self.codec_process = codec_process  # on CPU, the streamed decode in a process of its own
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.model: llama.DualARTransformer | None = None
@@ -129,6 +136,7 @@ class S1MiniEngine(stepped.SteppedEngine):
         self._state: s1_kvcache.SlotState | None = None
         self._decode: s1_batch.DecodeStep | None = None
         self._audio: s1_stream.AudioWorker | None = None
+        self._codec_process: s1_codec_process.CodecProcess | None = None
         self._prompts: concurrent.futures.ThreadPoolExecutor | None = None  # prompts, off the stepping thread
         self._slots = s1_slots.SlotTable(max_batch_size)
         self._references: collections.OrderedDict[tuple[str, str], torch.Tensor] = collections.OrderedDict()
@@ -152,7 +160,17 @@ class S1MiniEngine(stepped.SteppedEngine):
             # 3.8x the batch-1 throughput at 8 streams, bench-batch).
             torch.set_num_threads(self.cpu_threads or default_cpu_threads())
         started = time.perf_counter()
+        if self.codec_process and self.device.type == "cpu":  # it loads the codec while we load the model
+            self._codec_process = s1_codec_process.CodecProcess(path / "codec.pth", threads=torch.get_num_threads())
+        try:
+            self._load_parts(path, started)
+        except BaseException:
+            if self._codec_process is not None:
+                self._codec_process.close()
+                self._codec_process = None
+            raise
 
+    def _load_parts(self, path: Path, started: float) -> None:
         model = s1_load.load_model(path, self.device, self.dtype)
         codec = s1_codec.load_codec(path / "codec.pth", self.device)
         s1_load.check_agreement(model, codec, path)
@@ -176,17 +194,24 @@ class S1MiniEngine(stepped.SteppedEngine):
         ).to(self.device)  # fmt: skip
         self._state = s1_kvcache.SlotState(slots=self.max_batch_size, rows=config.num_codebooks + 1, device=self.device)
         self._layers = s1_layers.BatchedLayers(model, cache)
+        # Each (batch, span) bucket is a graph when compiled, so spans start at 1024 there. Eager,
+        # a shorter span reads less of the cache: 8 rows at 100 positions step in 11.9 ms at a
+        # 128 span, 13.4 ms at 1024 (tiny checkpoint, CPU).
+        shortest = MIN_CACHE_BUCKET if self.compile else EAGER_MIN_CACHE_BUCKET
         self._decode = s1_batch.DecodeStep(
             self._layers, self._state, residual_codes=codec.quantizer.quantizer.codebook_size,
             batch_sizes=s1_slots.bucket_sizes(1, self.max_batch_size),
-            span_sizes=s1_slots.bucket_sizes(min(MIN_CACHE_BUCKET, self.context), self.context),
+            span_sizes=s1_slots.bucket_sizes(min(shortest, self.context), self.context),
         )  # fmt: skip
         if self.compile:
             self._decode.compile(backend=self.compile_backend)
         self.model, self.codec = model, codec
         self.sample_rate = int(codec.sample_rate)
         autocast = self.dtype if self.device.type == "cuda" and self.dtype != torch.float32 else None
-        self._audio = s1_stream.AudioWorker(codec, autocast_dtype=autocast)
+        if self._codec_process is not None:
+            self._codec_process.wait_ready()
+        decode = self._codec_process.decode if self._codec_process is not None else None
+        self._audio = s1_stream.AudioWorker(codec, autocast_dtype=autocast, decode=decode)
         self._prompts = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="s1-prompt")
         log.info(
             "loaded S1 Mini from %s on %s (%s%s) in %.1f s: %d slots, KV cache %.1f MiB per slot",
@@ -203,7 +228,10 @@ class S1MiniEngine(stepped.SteppedEngine):
         chunk = max(self._chunk_schedule(latency).longest for latency in ("normal", "balanced"))
         longest = CODEC_CONTEXT_FRAMES + chunk  # the longest window a stream decodes
         codec, codebooks = self.codec, self.model.config.num_codebooks
-        shapes = self._audio.call(lambda: s1_stream.warm_up_decode(codec, codebooks, longest)).result()
+        if self._codec_process is not None:
+            shapes = self._codec_process.warm_up(codebooks, longest)
+        else:
+            shapes = self._audio.call(lambda: s1_stream.warm_up_decode(codec, codebooks, longest)).result()
         if shapes:
             log.info("warmed the codec's decode at %d window shapes", shapes)
         if not self.compile:
@@ -223,7 +251,9 @@ class S1MiniEngine(stepped.SteppedEngine):
             self._audio.close()
         if self._prompts is not None:
             self._prompts.shutdown(wait=True, cancel_futures=True)
-        self.model = self.codec = self._layers = self._state = self._decode = self._audio = None
+        if self._codec_process is not None:
+            self._codec_process.close()
+        self.model = self.codec = self._layers = self._state = self._decode = self._audio = self._codec_process = None
         self._references.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -231,17 +261,10 @@ class S1MiniEngine(stepped.SteppedEngine):
     # Rows -----------------------------------------------------------------------------------
 
     def admit(self, request: base.SynthesisRequest, slot: int) -> stepped.Row:
-        if self.model is None or self._state is None or self._audio is None:
+        if self.model is None or self._state is None or self._audio is None or self._prompts is None:
             raise base.EngineError("s1_mini engine used before load()")
         text = textsplit.normalize_text(request.text) if request.normalize else request.text
         segments = textsplit.split_text(text, request.chunk_length) if text.strip() else []
-        if segments:
-            length = s1_prompt.estimate_length(
-                self.model, request.references, segments[0], hop=int(self.codec.frame_length),
-                sample_rate=self.sample_rate,
-            )  # fmt: skip
-            if length + 1 >= self.context:
-                raise s1_prompt.too_large(length, self.context)
         self._slots.take(slot)
         seed = request.seed if request.seed is not None else secrets.randbits(63)
         self._state.admit(
@@ -255,21 +278,29 @@ class S1MiniEngine(stepped.SteppedEngine):
         )
         row = stepped.Row(request, slot, state=state)
         if segments and request.references:
+            # Encoding the prompt to check its size takes 5-10 ms: on the prompt thread, not here,
+            # and before the references are encoded, so a request that cannot fit costs no codec time.
             state.progress.phase = s1_slots.Phase.REFERENCES
-            references = request.references
-            state.pending_references = self._audio.call(
-                lambda: [(ref.text, self.reference_codes(ref)) for ref in references]
-            )
+            state.pending_check = self._prompts.submit(self._check_length, request.references, segments[0])
         else:
             state.references = []
-            self._prepare(row)  # the first prompt is built while the row waits for its first step
+            self._prepare(row)  # the first prompt is built while the row waits; it checks the size itself
         return row
+
+    def _check_length(self, references: tuple[base.Reference, ...], segment: str) -> None:
+        """Raise ``RequestTooLarge`` when the first segment's prompt with these references cannot fit."""
+        assert self.model is not None and self.codec is not None
+        length = s1_prompt.estimate_length(
+            self.model, references, segment, hop=int(self.codec.frame_length), sample_rate=self.sample_rate
+        )
+        if length + 1 >= self.context:
+            raise s1_prompt.too_large(length, self.context)
 
     def release(self, row: stepped.Row) -> None:
         state: _RowState = row.state
         for future in [*state.outputs, *state.held]:
             future.cancel()
-        for pending in (state.pending_references, state.pending_prompt):
+        for pending in (state.pending_check, state.pending_references, state.pending_prompt):
             if pending is not None:
                 pending.cancel()
         if self._layers is not None and state.used:
@@ -303,6 +334,12 @@ class S1MiniEngine(stepped.SteppedEngine):
         state: _RowState = row.state
         progress = state.progress
         if progress.phase == s1_slots.Phase.REFERENCES:
+            if state.pending_check is not None:
+                if not state.pending_check.done():
+                    return
+                state.pending_check.result()  # RequestTooLarge ends the row (``_guarded``)
+                state.pending_check = None
+                state.pending_references = self._encode_references(row.request.references)
             assert state.pending_references is not None
             if not state.pending_references.done():
                 return
@@ -369,8 +406,11 @@ class S1MiniEngine(stepped.SteppedEngine):
         if progress.phase == s1_slots.Phase.DECODE:
             return
         tail = state.audio.flush()  # the segment is over
+        last = progress.phase == s1_slots.Phase.DRAIN
+        if last:  # the stream (and the slot) now ends when its audio does: its windows go first
+            self._audio.hurry([*state.outputs, *state.held])
         if tail is not None:
-            self._queue_audio(state, tail)
+            self._queue_audio(state, tail, urgent=last)
         if state.held:
             held, speed = state.held, state.speed
             state.held = []
@@ -380,9 +420,13 @@ class S1MiniEngine(stepped.SteppedEngine):
         if state.audio.frames and row.request.condition_on_previous:
             state.previous = (progress.text, state.audio.codes())
 
-    def _queue_audio(self, state: _RowState, window: tuple[torch.Tensor, int]) -> None:
+    def _queue_audio(self, state: _RowState, window: tuple[torch.Tensor, int], *, urgent: bool = False) -> None:
+        """Queue a window's decode. The request's first window (its listener has no audio yet) and
+        its last (the slot and the stream end with it) go before the others, whose listeners have
+        audio in hand."""
         assert self._audio is not None
-        future = self._audio.decode(*window)
+        future = self._audio.decode(*window, urgent=urgent or not state.queued)
+        state.queued = True
         (state.outputs if state.speed == 1.0 else state.held).append(future)
 
     def _collect(self, row: stepped.Row) -> None:
@@ -397,6 +441,11 @@ class S1MiniEngine(stepped.SteppedEngine):
             row.done = True
 
     # Reference voices ---------------------------------------------------------------------
+
+    def _encode_references(self, references: tuple[base.Reference, ...]) -> concurrent.futures.Future[list[s1_prompt.Turn]]:
+        """The references' (transcript, codes) turns, encoded on the audio worker."""
+        assert self._audio is not None
+        return self._audio.call(lambda: [(ref.text, self.reference_codes(ref)) for ref in references])
 
     def reference_codes(self, reference: base.Reference) -> torch.Tensor:
         """The codec's codes for a reference voice, from the LRU cache when seen before."""
@@ -430,7 +479,7 @@ def _wait_for_any(rows: Sequence[stepped.Row]) -> None:
 
 
 def _awaited(state: _RowState) -> list[concurrent.futures.Future]:
-    for pending in (state.pending_references, state.pending_prompt):
+    for pending in (state.pending_check, state.pending_references, state.pending_prompt):
         if pending is not None:
             return [pending]
     return list(state.outputs)[:1]

@@ -9,6 +9,14 @@ queues work and collects finished chunks, in order, so none of that stalls the r
 When several rows have a window due at once, the worker decodes those of one padded length
 in one codec call (``take_decodes``, ``decode_batch``: the codec is causal, so padding after a
 window never changes its samples). ``scripts/bench_batch_engine.py`` measures what that pays.
+On CPU the call itself runs in a process of its own (``s1_codec_process``), out of the
+stepping thread's GIL.
+
+Order: a request's first window (its listener has nothing yet) and, once the request has made
+its last frame, all its windows still queued (its stream and its slot end with them) are
+urgent and decoded before the rest, whose listeners have audio in hand. With at most 2
+windows a call (a long call would hold an urgent window back), that took the steps a finished
+row waits for its audio from 11.6 to 7.8 on 8 streams (CPU, tiny checkpoint, bench-batch's load).
 On CPU every call is padded to a multiple of 8 frames and runs on oneDNN, whose kernels for
 each of those shapes are built at warm-up (``warm_up_decode``).
 
@@ -31,7 +39,7 @@ import torch
 
 from voice_inference.engines import s1_codec, s1_slots
 
-DECODE_BATCH = 4  # windows per codec call at most: on CPU 2-8 together save 10-20%, 16 cost more (bench-batch-engine)
+DECODE_BATCH = 2  # windows per codec call at most: on CPU 2 together save 10-20% (bench-batch-engine), and a short call keeps an urgent window from waiting long behind it
 WINDOW_BUCKET_FRAMES = 8  # CPU decode calls are padded to a multiple of this: few shapes for oneDNN
 
 
@@ -82,55 +90,81 @@ class AudioWorker:
     Jobs run in the order they were queued, so a job may wait on the futures of jobs queued
     before it (a segment's time-stretch on its decodes)."""
 
-    def __init__(self, codec: torch.nn.Module, *, autocast_dtype: torch.dtype | None) -> None:
+    def __init__(
+        self,
+        codec: torch.nn.Module,
+        *,
+        autocast_dtype: torch.dtype | None,
+        decode: Callable[[list[torch.Tensor]], list[np.ndarray]] | None = None,
+    ) -> None:
         self.codec = codec
         self.hop = int(codec.frame_length)
         self.autocast_dtype = autocast_dtype
+        # ``decode_batch`` with this codec, or the same call in another process (s1_codec_process).
+        self._decode_windows = decode or (lambda windows: decode_batch(codec, windows, autocast_dtype=autocast_dtype))
         self.decode_calls = 0  # codec calls made, and windows decoded (for tests and benchmarks)
         self.windows_decoded = 0
         self._jobs: collections.deque[Any] = collections.deque()
+        self._urgent: collections.deque[_Decode] = collections.deque()  # decoded before ``_jobs``
         self._ready = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="s1-audio", daemon=True)
         self._thread.start()
 
-    def decode(self, codes: torch.Tensor, skip: int) -> concurrent.futures.Future[np.ndarray]:
-        """Audio of a window (num_codebooks, n) without its first ``skip`` frames."""
+    def decode(self, codes: torch.Tensor, skip: int, *, urgent: bool = False) -> concurrent.futures.Future[np.ndarray]:
+        """Audio of a window (num_codebooks, n) without its first ``skip`` frames; ``urgent``
+        windows are decoded before every other job, in their own order."""
         job = _Decode(codes, skip)
-        self._queue(job)
+        self._queue(job, self._urgent if urgent else self._jobs)
         return job.future
+
+    def hurry(self, futures: list[concurrent.futures.Future[np.ndarray]]) -> None:
+        """Move the queued decodes of these futures to the urgent ones, in their order (a row
+        that has ended waits on them). Nothing queued before a job ever waits on a decode moved
+        ahead of it, so the order of the other jobs still holds."""
+        wanted = set(futures)
+        with self._ready:
+            moved = [job for job in self._jobs if isinstance(job, _Decode) and job.future in wanted]
+            if not moved:
+                return
+            kept = [job for job in self._jobs if not (isinstance(job, _Decode) and job.future in wanted)]
+            self._jobs.clear()
+            self._jobs.extend(kept)
+            self._urgent.extend(moved)
 
     def call(self, function: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         """Run ``function`` on the worker, after everything queued before it."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue((function, future))
+        self._queue((function, future), self._jobs)
         return future
 
     def close(self) -> None:
         """Stop after the job in progress; queued jobs are cancelled."""
         with self._ready:
             self._closed = True
-            jobs, self._jobs = list(self._jobs), collections.deque()
+            jobs = [*self._urgent, *self._jobs]
+            self._urgent.clear()
+            self._jobs.clear()
             self._ready.notify()
         for job in jobs:
             (job.future if isinstance(job, _Decode) else job[1]).cancel()
         self._thread.join()
 
-    def _queue(self, job: object) -> None:
+    def _queue(self, job: Any, jobs: collections.deque[Any]) -> None:
         with self._ready:
             if self._closed:
                 raise RuntimeError("the audio worker is closed")
-            self._jobs.append(job)
+            jobs.append(job)
             self._ready.notify()
 
     def _run(self) -> None:
         while True:
             with self._ready:
-                while not self._jobs and not self._closed:
+                while not self._jobs and not self._urgent and not self._closed:
                     self._ready.wait()
-                if not self._jobs:
+                if not self._jobs and not self._urgent:
                     return
-                batch = take_decodes(self._jobs, DECODE_BATCH)
+                batch = take_decodes(self._urgent, DECODE_BATCH) or take_decodes(self._jobs, DECODE_BATCH)
                 call = None if batch else self._jobs.popleft()
             if call is None:
                 self._decode(batch)
@@ -147,7 +181,7 @@ class AudioWorker:
         if not live:
             return
         try:
-            audio = decode_batch(self.codec, [job.codes for job in live], autocast_dtype=self.autocast_dtype)
+            audio = self._decode_windows([job.codes for job in live])
         except BaseException as exc:
             for job in live:
                 job.future.set_exception(exc)
