@@ -1,10 +1,10 @@
 """Continuous batching against the batch-1 path, over HTTP (``make bench-batch``).
 
-Starts the real server twice as a child process on loopback (``tests/servers.py``): once with
-one batch slot (``VOICE_MAX_BATCH_SIZE=1``, the batch-1 path) and once with as many slots as
-the widest level. At each level (default 1, 4, 8, 16 and 32 concurrent clients) every client
-streams ``--rounds`` requests back to back (WAV, ``streaming: true``, its own seed) and the
-script measures, per mode:
+Starts the real server twice as child processes on loopback (``tests/servers.py``): one with
+one batch slot (``VOICE_MAX_BATCH_SIZE=1``, the batch-1 path) and one with as many slots as
+the widest level; each level runs on the first, then on the second. At each level (default 1,
+4, 8, 16 and 32 concurrent clients) every client streams ``--rounds`` requests back to back
+(WAV, ``streaming: true``, its own seed) and the script measures, per mode:
 
 - aggregate audio seconds per second of wall time (all clients together);
 - per-stream real-time factor (request time / its audio seconds; below 1 is faster than real
@@ -213,16 +213,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         folder = Path(tmp)
         checkpoint = make_checkpoint(folder, args.size) if args.engine == "s1_mini" else None
-        results: dict[str, list[Level]] = {}
-        for mode, mode_slots in (("batch-1", 1), (f"batch-{slots}", slots)):
-            server = ServerProcess(server_env(args, folder, checkpoint, mode_slots), log_path=folder / f"server-{mode}.log")
-            try:
-                server.start(timeout=1800)  # loading (and compiling) a real-size model takes a while
-                results[mode] = []
-                for clients in args.levels:
+        modes = {"batch-1": 1, f"batch-{slots}": slots}
+        results: dict[str, list[Level]] = {mode: [] for mode in modes}
+        servers: dict[str, ServerProcess] = {}
+        try:
+            for mode, mode_slots in modes.items():
+                servers[mode] = ServerProcess(server_env(args, folder, checkpoint, mode_slots), log_path=folder / f"server-{mode}.log")
+                servers[mode].start(timeout=1800)  # loading (and compiling) a real-size model takes a while
+            # Both servers stay up and each level runs on one, then at once on the other (the idle
+            # one waits without using the CPU): on a shared machine whose speed drifts, the two
+            # halves of a ratio are measured seconds apart, not minutes.
+            for clients in args.levels:
+                for mode, server in servers.items():
                     results[mode].append(asyncio.run(run_level(f"{server.url}/v1/tts", mode, clients, args)))
                     print(f"  {mode}, {clients} clients: done", file=sys.stderr, flush=True)
-            finally:
+        finally:
+            for server in servers.values():
                 server.stop()
         print()
         print_table(results)
