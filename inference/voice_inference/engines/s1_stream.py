@@ -9,16 +9,15 @@ queues work and collects finished chunks, in order, so none of that stalls the r
 When several rows have a window due at once, the worker decodes those of one padded length
 in one codec call (``take_decodes``, ``decode_batch``: the codec is causal, so padding after a
 window never changes its samples). ``scripts/bench_batch_engine.py`` measures what that pays.
-On CPU the call itself runs in a process of its own (``s1_codec_process``), out of the
-stepping thread's GIL.
+On CPU every call is padded to a multiple of 8 frames and runs on oneDNN, whose kernels for
+each of those shapes are built at warm-up (``warm_up_decode``), and by default the call runs in a
+process of its own (``s1_codec_process``), out of the stepping thread's GIL.
 
 Order: a request's first window (its listener has nothing yet) and, once the request has made
 its last frame, all its windows still queued (its stream and its slot end with them) are
 urgent and decoded before the rest, whose listeners have audio in hand. With at most 2
 windows a call (a long call would hold an urgent window back), that took the steps a finished
 row waits for its audio from 11.6 to 7.8 on 8 streams (CPU, tiny checkpoint, bench-batch's load).
-On CPU every call is padded to a multiple of 8 frames and runs on oneDNN, whose kernels for
-each of those shapes are built at warm-up (``warm_up_decode``).
 
 Chunks of a segment: the first is small (time to first audio), later ones double up to a
 limit (``s1_slots.ChunkSchedule``). Each window is decoded together with up to
